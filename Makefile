@@ -1,0 +1,30 @@
+# bmstudy: the two promised commands are `make study` and `make test` (see README).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+RUN    ?= default
+PROFILE ?= cpu
+
+.PHONY: setup study test test-fast book clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+## study: set up, generate the default synthetic cohort and run the whole study, then build the book
+study: setup
+	$(BIN)/bmstudy run --name $(RUN) --profile $(PROFILE)
+
+## test: set up and run the test suite (tests needing ../shared/data or a GPU skip with a reason)
+test: setup
+	$(BIN)/python -m pytest
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow"
+
+clean:
+	rm -rf $(VENV) runs data book/_build

@@ -1,0 +1,59 @@
+"""``bmstudy`` command line: one sub-command per stage.
+
+Each stage module defines ``add_cli_arguments(parser)`` and ``cli_main(args) -> int`` and must not
+import TensorFlow at module level (so ``bmstudy --help`` stays fast).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "synth": ("bmstudy.synthetic", "generate the synthetic BM cohort and its manifest"),
+    "validate": ("bmstudy.manifest", "validate a data manifest"),
+    "split": ("bmstudy.cohort", "80/20 systematic-sampling split of the internal site"),
+    "preprocess": ("bmstudy.preprocess", "alignment check, resampling, skull stripping, Z-score, QC"),
+    "train": ("bmstudy.train", "train the 3D U-Net (ResNet-34 encoder)"),
+    "predict": ("bmstudy.inference", "sliding-window prediction; masks back in the input's space"),
+    "evaluate": ("bmstudy.evaluate", "per-patient and lesion-wise metrics for a prediction folder"),
+    "run": ("bmstudy.pipeline", "run the study notebooks with papermill into runs/<name>/"),
+    "book": ("bmstudy.book", "build the Jupyter Book HTML report from a run"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="bmstudy", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"bmstudy {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name == module:  # stage not available in this build
+                continue
+            raise
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        mod.add_cli_arguments(p)
+        p.set_defaults(_module=mod)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._module.cli_main(args) or 0)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"bmstudy {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
