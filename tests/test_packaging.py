@@ -54,7 +54,7 @@ def test_installed_versions_match_pins():
             got = md.version(name)
         except md.PackageNotFoundError:
             got = None
-        if got != version:
+        if got is None or got.split("+")[0] != version:  # local labels (torch's +cpu) are the same release
             wrong[name] = (version, got)
     assert not wrong, f"installed versions differ from pins (pinned, installed): {wrong}"
 
