@@ -1,0 +1,124 @@
+"""Figures: structure (axes), saved files, and plotted values against direct computations."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.container import BarContainer, ErrorbarContainer
+
+from bmstudy import figures
+from bmstudy.evaluate import METRICS
+
+
+def _results(seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for split, n in (("test", 14), ("external", 18)):
+        for i in range(n):
+            row = {"patient_id": f"{split}{i}", "split": split, "status": "ok",
+                   "sex": "MF"[i % 2], "age_group": ("<60", ">=60")[(i // 2) % 2],
+                   "cancer_type": ("lung", "other")[(i // 4) % 2],
+                   "model_seconds": rng.normal(60, 3), "manual_seconds": rng.normal(110, 20)}
+            row.update({m: rng.uniform(0.3, 1.0) for m in METRICS})
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def test_largest_lesion_slice_picks_biggest_component():
+    truth = np.zeros((20, 20, 30), np.uint8)
+    truth[2:4, 2:4, 3:5] = 1                # small lesion, z 3-4
+    truth[8:15, 8:15, 18:23] = 1             # large lesion, z 18-22
+    truth[10:13, 10:13, 23] = 1              # thinner tail of the large lesion
+    k = figures.largest_lesion_slice(truth, axis=2)
+    assert 18 <= k <= 22
+    assert figures.largest_lesion_slice(truth, axis=0) in range(8, 15)
+    empty = np.zeros_like(truth)
+    pred = np.zeros_like(truth)
+    pred[1, 1, 7] = 1
+    assert figures.largest_lesion_slice(empty, pred) == 7       # falls back to the prediction
+    assert figures.largest_lesion_slice(empty) == 15            # middle slice
+
+
+def test_figure3_overlays_axes_and_files(tmp_path):
+    rng = np.random.default_rng(1)
+    cases = []
+    for i in range(3):
+        img = rng.normal(size=(24, 24, 16)).astype(np.float32)
+        truth = np.zeros(img.shape, np.uint8)
+        truth[8:14, 8:14, 5 + i:9 + i] = 1
+        pred = np.roll(truth, 1, axis=0)
+        cases.append({"patient_id": f"p{i}", "image": img, "truth": truth, "pred": pred})
+    fig = figures.figure3_overlays(cases, out=tmp_path / "fig3")
+    assert len(fig.axes) == 6
+    assert fig.axes[0].get_title() == "Annotation Mask" and fig.axes[1].get_title() == "Prediction Mask"
+    for ext in ("png", "svg"):
+        f = tmp_path / f"fig3.{ext}"
+        assert f.is_file() and f.stat().st_size > 1000
+    # the overlaid slice is the one through the lesion: the mask layer shows lesion voxels
+    overlay = fig.axes[0].images[1].get_array()
+    assert np.ma.count(overlay) == 36
+    with pytest.raises(ValueError, match="p0"):
+        figures.figure3_overlays([{**cases[0], "pred": cases[0]["pred"][:-1]}])
+
+
+def test_figure4_bars_are_medians(tmp_path):
+    df = _results()
+    df.loc[0, "status"] = "failed"
+    df.loc[0, list(METRICS)] = 99.0  # a failed row must not enter the medians
+    fig = figures.figure4_subgroups(df, out=tmp_path / "fig4.png")
+    assert len(fig.axes) == 3
+    assert [a.get_title(loc="left") for a in fig.axes] == ["(A) Cancer type", "(B) Gender", "(C) Age"]
+    assert (tmp_path / "fig4.png").is_file() and (tmp_path / "fig4.svg").is_file()
+    ok = df[df["status"] == "ok"]
+    ax = fig.axes[1]  # sex; first bar group = test set, males
+    bar_groups = [c for c in ax.containers if isinstance(c, BarContainer)]
+    bars = bar_groups[0]
+    expected = ok[(ok["split"] == "test") & (ok["sex"] == "M")][list(METRICS)].median().to_numpy()
+    np.testing.assert_allclose([b.get_height() for b in bars], expected, rtol=1e-12)
+    assert len(bar_groups) == 4  # 2 sets x 2 groups
+    # error bars span Q1..Q3
+    errbar = [c for c in ax.containers if isinstance(c, ErrorbarContainer)][0]
+    segs = errbar.lines[2][0].get_segments()
+    sub = ok[(ok["split"] == "test") & (ok["sex"] == "M")]
+    np.testing.assert_allclose([s[0][1] for s in segs], sub[list(METRICS)].quantile(0.25).to_numpy(), rtol=1e-12)
+    np.testing.assert_allclose([s[1][1] for s in segs], sub[list(METRICS)].quantile(0.75).to_numpy(), rtol=1e-12)
+
+
+def test_timing_and_lesion_figures(tmp_path):
+    fig = figures.timing_figure(_results(), out=tmp_path / "timing")
+    assert len(fig.axes) == 1 and (tmp_path / "timing.svg").is_file()
+    lesions = pd.DataFrame({
+        "patient_id": ["a", "a", "b", "b", "b", "c"],
+        "split": ["test", "test", "test", "external", "external", "external"],
+        "origin": ["truth", "truth", "truth", "truth", "pred", "truth"],
+        "size_bin": ["<3 mm", "3-10 mm", "3-10 mm", ">10 mm", ">10 mm", ">10 mm"],
+        "matched": [False, True, False, True, False, True],
+    })
+    fig = figures.lesion_size_figure(lesions, out=tmp_path / "lesions")
+    assert len(fig.axes) == 1 and (tmp_path / "lesions.png").is_file()
+    test_bars, ext_bars = fig.axes[0].containers
+    # test set: <3 mm 0/1, 3-10 mm 1/2, >10 mm none; external: >10 mm 2/2 (the pred row is ignored)
+    np.testing.assert_allclose([b.get_height() for b in test_bars], [0.0, 0.5, 0.0])
+    np.testing.assert_allclose([b.get_height() for b in ext_bars], [0.0, 0.0, 1.0])
+
+
+def test_load_overlay_cases_from_nifti(tmp_path):
+    import nibabel as nib
+
+    rng = np.random.default_rng(2)
+    img = rng.normal(size=(12, 12, 8)).astype(np.float32)
+    truth = np.zeros(img.shape, np.uint8)
+    truth[3:7, 3:7, 2:5] = 1
+    prob = np.where(truth > 0, 0.8, 0.1).astype(np.float32)
+    for name, arr in (("img", img), ("mask", truth)):
+        nib.save(nib.Nifti1Image(arr, np.eye(4)), str(tmp_path / f"p1_{name}.nii.gz"))
+    (tmp_path / "preds").mkdir()
+    nib.save(nib.Nifti1Image(prob, np.eye(4)), str(tmp_path / "preds" / "p1_prob.nii.gz"))
+    manifest = pd.DataFrame({"patient_id": ["p1"], "image": [str(tmp_path / "p1_img.nii.gz")],
+                             "mask": [str(tmp_path / "p1_mask.nii.gz")]})
+    cases = figures.load_overlay_cases(manifest, tmp_path / "preds", ["p1"])
+    assert cases[0]["pred"].sum() == truth.sum() and np.array_equal(cases[0]["truth"], truth > 0)
+    fig = figures.figure3_overlays(cases)
+    assert len(fig.axes) == 2
+    with pytest.raises(FileNotFoundError, match="p2"):
+        figures.load_overlay_cases(manifest.assign(patient_id="p2"), tmp_path / "preds", ["p2"])
