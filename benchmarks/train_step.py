@@ -1,0 +1,123 @@
+"""Seconds per training step and peak memory of the 3D U-Net (ResNet-34) at given patch sizes.
+
+Each (patch, batch) runs in a fresh subprocess so peak memory is per configuration:
+CPU peak = the process's max RSS; GPU peak = TensorFlow's peak allocator bytes on GPU:0.
+
+    python benchmarks/train_step.py                         # 64^3 (cpu profile batch) and 128^3 batch 1
+    python benchmarks/train_step.py --patch 128 --batch 4 --mixed-precision   # on a GPU
+
+Prints one line per configuration and a final table. Random data with sphere 'lesions'; the first
+step (graph tracing, 25-90 s on CPU) is timed separately from the steady-state mean.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+
+def _one(patch: int, batch: int, steps: int, mixed: bool) -> dict:
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+    import resource
+
+    import numpy as np
+
+    import bmstudy  # noqa: F401  (sets the oneDNN switch before TF)
+    import keras
+    import tensorflow as tf
+
+    from bmstudy.model import build_model, dice_score, make_loss
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if mixed and gpus:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    t0 = time.perf_counter()
+    model = build_model(None, decoder_dropout=0.5)
+    model.compile(optimizer=keras.optimizers.Adam(1e-4, 0.9, 0.999, 1e-7), loss=make_loss(), metrics=[dice_score])
+    build_s = time.perf_counter() - t0
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(batch, patch, patch, patch, 1)).astype(np.float32)
+    g = np.stack(np.meshgrid(*[np.arange(patch)] * 3, indexing="ij"), -1)
+    y = (((g - patch / 2) ** 2).sum(-1) < (patch / 6) ** 2).astype(np.float32)[None, ..., None].repeat(batch, 0)
+    t0 = time.perf_counter()
+    model.train_on_batch(x, y)
+    first_s = time.perf_counter() - t0
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        loss = model.train_on_batch(x, y)
+        times.append(time.perf_counter() - t0)
+    out = {
+        "device": "GPU" if gpus else "CPU", "patch": patch, "batch": batch, "mixed_precision": bool(mixed and gpus),
+        "build_s": round(build_s, 1), "first_step_s": round(first_s, 1),
+        "s_per_step": round(float(np.mean(times)), 3), "s_per_step_min": round(float(np.min(times)), 3),
+        "steps": steps, "cpu_peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+        "final_loss": float(np.ravel(loss)[0]),
+    }
+    if gpus:
+        out["gpu_peak_gib"] = round(tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**30, 2)
+        out["gpu"] = tf.config.experimental.get_device_details(gpus[0]).get("device_name", "")
+    out["threads"] = os.cpu_count()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--patch", type=int, nargs="+", default=[64, 128])
+    p.add_argument("--batch", type=int, nargs="+", default=None,
+                   help="batch per patch size (default: cpu profile batch for 64, 1 for 128 on CPU, paper batch 4 on GPU)")
+    p.add_argument("--steps", type=int, default=5, help="timed steps after the first (tracing) step")
+    p.add_argument("--mixed-precision", action="store_true", help="also run with mixed_float16 (GPU only)")
+    p.add_argument("--json", default=None, help="write results as JSON here")
+    p.add_argument("--_child", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args._child:
+        patch, batch, steps, mixed = json.loads(args._child)
+        print("RESULT " + json.dumps(_one(patch, batch, steps, mixed)), flush=True)
+        return 0
+
+    from bmstudy.train import TrainConfig
+
+    cpu_batch = TrainConfig.from_profile("cpu").batch_size
+    paper_batch = TrainConfig.from_profile("paper").batch_size
+    has_gpu = os.environ.get("CUDA_VISIBLE_DEVICES", "x") != "" and _gpu_present()
+    batches = args.batch or [cpu_batch if s <= 64 else (paper_batch if has_gpu else 1) for s in args.patch]
+    if len(batches) == 1:
+        batches = batches * len(args.patch)
+    runs = [(s, b, False) for s, b in zip(args.patch, batches)]
+    if args.mixed_precision:
+        runs += [(s, b, True) for s, b in zip(args.patch, batches)]
+    results = []
+    for s, b, mp in runs:
+        cmd = [sys.executable, __file__, "--_child", json.dumps([s, b, args.steps, mp])]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+        if proc.returncode != 0 or line is None:
+            res = {"patch": s, "batch": b, "mixed_precision": mp, "error": (proc.stderr or "")[-500:]}
+        else:
+            res = json.loads(line[7:])
+        results.append(res)
+        print(json.dumps(res), flush=True)
+    print("\npatch batch mixed  s/step  first_step_s  cpu_peak_GiB  gpu_peak_GiB")
+    for r in results:
+        print(f"{r['patch']:>5} {r['batch']:>5} {str(r.get('mixed_precision')):>5}  {r.get('s_per_step', 'ERR'):>6}"
+              f"  {r.get('first_step_s', ''):>12}  {r.get('cpu_peak_rss_gib', ''):>12}  {r.get('gpu_peak_gib', '-'):>12}")
+    if args.json:
+        from bmstudy.utils import atomic_write_json
+
+        atomic_write_json(args.json, results)
+    return 0
+
+
+def _gpu_present() -> bool:
+    try:
+        return subprocess.run(["nvidia-smi", "-L"], capture_output=True).returncode == 0
+    except OSError:
+        return False
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""Patch sampler, augmentation and tf.data pipeline (bmstudy.data)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bmstudy.data import (AugmentParams, Case, PatchSampler, augment, extract_patch, lesion_components,
+                          load_cases, load_preprocessed_case, make_dataset, sample_patch_start)
+from fake_preprocessed import make_case, write_cohort
+
+ALL_ON = AugmentParams(flip_p=1.0, elastic_p=1.0, elastic_deformation=(0.1, 0.25), gamma_p=1.0)
+
+
+def test_extract_patch_matches_padded_reference():
+    vol = np.arange(5 * 6 * 7, dtype=np.float32).reshape(5, 6, 7)
+    padded = np.pad(vol, 10)
+    for start in [(0, 0, 0), (-3, 2, 4), (3, -6, 5), (4, 5, 6), (-20, 0, 0)]:
+        got = extract_patch(vol, start, (4, 4, 4))
+        ref = padded[tuple(slice(s + 10, s + 14) for s in start)]
+        np.testing.assert_array_equal(got, ref)
+
+
+def test_lesion_components_and_small_lesions_are_sampled():
+    image, mask, _ = make_case((40, 40, 40), ((12, 12, 12, 6.0), (26, 26, 26, 1.0)))
+    comps = lesion_components(mask)
+    assert sorted(len(c) for c in comps) == [7, int(mask.sum()) - 7]  # radius-1 ball has 7 voxels
+    small = {tuple(v) for v in min(comps, key=len)}
+    rng = np.random.default_rng(0)
+    hits_small = 0
+    for _ in range(200):
+        start, centred = sample_patch_start(mask.shape, (16, 16, 16), rng, comps, lesion_fraction=1.0,
+                                            center_jitter=0.0)
+        assert centred
+        centre = tuple(s + 8 for s in start)
+        assert mask[centre] == 1  # centred on a lesion voxel
+        hits_small += centre in small
+    assert 60 < hits_small < 140  # components drawn uniformly, not by voxel count (7 of ~900 voxels)
+
+
+def test_random_patches_stay_inside_or_pad_small_volumes():
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        start, centred = sample_patch_start((40, 20, 32), (32, 32, 32), rng, [], lesion_fraction=1.0)
+        assert not centred
+        assert 0 <= start[0] <= 8 and -12 <= start[1] <= 0 and start[2] == 0
+    starts = np.array([sample_patch_start((40, 20, 32), (32, 32, 32), rng, [], 0.0, border_overhang=0.5)[0]
+                       for _ in range(300)])
+    assert starts[:, 0].min() == -16 and starts[:, 0].max() == 24  # overhang of half a patch each side
+    assert starts[:, 1].min() == -28 and starts[:, 1].max() == 16
+
+
+def test_augment_never_nan_and_keeps_range():
+    image, mask, _ = make_case((32, 32, 32), ((16, 16, 16, 5.0),), seed=3)
+    assert image.min() < 0  # z-scored: the case where raw gamma produces NaN
+    for seed in range(6):
+        img, msk = augment(image, mask, np.random.default_rng(seed), ALL_ON)
+        assert img.dtype == np.float32 and msk.dtype == np.uint8 and img.shape == image.shape
+        assert np.isfinite(img).all()
+        assert img.min() >= min(image.min(), 0) - 1e-5 and img.max() <= image.max() + 1e-5
+        assert set(np.unique(msk)) <= {0, 1}
+
+
+def test_raw_volumentations_gamma_nan_trap_is_real():
+    from volumentations import RandomGamma
+
+    with np.errstate(invalid="ignore"):
+        out = RandomGamma().apply(np.array([-1.0, 0.5], np.float32), gamma=0.9)
+    assert np.isnan(out[0])  # why augment() rescales to [0, 1] before gamma
+
+
+def test_flip_is_left_right_axis0_and_aligned():
+    image, mask, _ = make_case((32, 32, 32), ((8, 16, 16, 4.0),))
+    img, msk = augment(image, mask, np.random.default_rng(0), AugmentParams(flip_p=1, elastic_p=0, gamma_p=0))
+    np.testing.assert_array_equal(img, image[::-1])
+    np.testing.assert_array_equal(msk, mask[::-1])
+
+
+def test_elastic_keeps_image_and_mask_aligned():
+    # mask defined as a threshold of a smooth image: after the deformation it must still match.
+    g = np.stack(np.meshgrid(*[np.arange(32)] * 3, indexing="ij"), -1).astype(np.float32)
+    image = np.exp(-((g - [12, 18, 16]) ** 2).sum(-1) / (2 * 5.0 ** 2)).astype(np.float32)
+    mask = (image > 0.5).astype(np.uint8)
+    params = AugmentParams(flip_p=0.5, elastic_p=1.0, elastic_deformation=(0.15, 0.25), gamma_p=0)
+    moved = 0
+    for seed in range(4):
+        img, msk = augment(image, mask, np.random.default_rng(seed), params)
+        moved += (msk != mask).sum()
+        recon = img > 0.5
+        dice = 2 * (recon & (msk > 0)).sum() / (recon.sum() + msk.sum())
+        assert dice > 0.9, dice
+    assert moved > 0  # the deformation actually did something
+
+
+def test_augment_deterministic_per_seed():
+    image, mask, _ = make_case((32, 32, 32), ((16, 16, 16, 5.0),), seed=1)
+    a = augment(image, mask, np.random.default_rng(7), ALL_ON)
+    b = augment(image, mask, np.random.default_rng(7), ALL_ON)
+    c = augment(image, mask, np.random.default_rng(8), ALL_ON)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    assert not np.array_equal(a[0], c[0])
+
+
+def test_load_case_validates(tmp_path):
+    write_cohort(tmp_path, n=2)
+    case = load_preprocessed_case(tmp_path, "P000")
+    assert case["image"].dtype == np.float32 and case["meta"]["params"]
+    (tmp_path / "P001" / "mask.npy").unlink()
+    with pytest.raises(FileNotFoundError, match="P001"):
+        load_preprocessed_case(tmp_path, "P001")
+
+
+def test_sampler_pure_function_of_seed_and_index(tmp_path):
+    write_cohort(tmp_path, n=2)
+    cases = load_cases(tmp_path, ["P000", "P001"])
+    s1 = PatchSampler(cases, (32, 32, 32), 0.7, ALL_ON, seed=5)
+    s2 = PatchSampler(cases, (32, 32, 32), 0.7, ALL_ON, seed=5)
+    later = [s1.sample(i) for i in (3, 2, 1)][::-1]  # order of calls does not matter
+    for i, (img, msk) in zip((1, 2, 3), later):
+        ref = s2.sample(i)
+        np.testing.assert_array_equal(img, ref[0])
+        np.testing.assert_array_equal(msk, ref[1])
+        assert img.shape == (32, 32, 32, 1) and msk.dtype == np.float32
+    with pytest.raises(ValueError):
+        PatchSampler([], (32, 32, 32))
+
+
+@pytest.mark.slow
+def test_tf_dataset_deterministic_and_resumable(tmp_path):
+    write_cohort(tmp_path, n=2)
+    sampler = PatchSampler(load_cases(tmp_path, ["P000", "P001"]), (32, 32, 32), 0.8, ALL_ON, seed=0)
+    a = [tuple(t.numpy() for t in b) for b in make_dataset(sampler, 2, num_parallel_calls=2).take(3)]
+    b = [tuple(t.numpy() for t in b) for b in make_dataset(sampler, 2, start_index=2, num_parallel_calls=2).take(2)]
+    for (xa, ya), (xb, yb) in zip(a[1:], b):  # resuming at sample 2 continues the same stream
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(ya, yb)
+    assert a[0][0].shape == (2, 32, 32, 32, 1)
+    np.testing.assert_array_equal(a[0][0][1], sampler.sample(1)[0])

@@ -1,0 +1,96 @@
+"""3D U-Net builder, loss and loading (bmstudy.model)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bmstudy.model import build_model, check_patch_size, dice_bce_numpy, load_trained
+
+
+def test_patch_size_validation():
+    assert check_patch_size(64) == (64, 64, 64)
+    assert check_patch_size((32, 64, 96)) == (32, 64, 96)
+    for bad in (48, (32, 32), (32, 32, 0), (64, 64, 65)):
+        with pytest.raises(ValueError, match="multiples of 32"):
+            check_patch_size(bad)
+
+
+def test_missing_weights_file_is_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="never downloads"):
+        build_model(32, encoder_weights=tmp_path / "nope.h5")
+    with pytest.raises(ValueError, match="download"):
+        build_model(32, encoder_weights="imagenet")
+    with pytest.raises(ValueError, match="decoder_dropout"):
+        build_model(32, decoder_dropout=1.0)
+
+
+def test_load_trained_missing_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="train_config.json"):
+        load_trained(tmp_path)
+
+
+@pytest.mark.slow
+def test_model_at_cpu_profile_size_shape_range_and_decoder_dropout():
+    from bmstudy.model import decoder_dropout_layers
+
+    model = build_model(64, decoder_dropout=0.3)
+    assert model.input_shape == (None, 64, 64, 64, 1)
+    assert model.output_shape == (None, 64, 64, 64, 1)
+    drops = decoder_dropout_layers(model)
+    assert sorted(drops) == [0, 1, 2, 3, 4]  # one in EVERY decoder block
+    assert all(type(d).__name__ == "SpatialDropout3D" and d.rate == pytest.approx(0.3) for d in drops.values())
+    for stage, d in drops.items():  # each dropout closes its block: its input is that block's last ReLU
+        assert d.input is model.get_layer(f"decoder_stage{stage}b_relu").output
+    x = np.random.default_rng(0).normal(size=(1, 64, 64, 64, 1)).astype(np.float32)
+    y = np.asarray(model(x, training=False))
+    assert y.shape == (1, 64, 64, 64, 1) and np.isfinite(y).all() and y.min() >= 0 and y.max() <= 1
+    np.testing.assert_allclose(np.asarray(model(x, training=False)), y)  # inference is deterministic
+    assert not np.allclose(np.asarray(model(x, training=True)), np.asarray(model(x, training=True)))
+
+
+@pytest.mark.slow
+def test_encoder_weights_loaded_from_local_h5(tmp_path):
+    import h5py
+    from keras.src.legacy.saving import legacy_h5_format
+
+    src = build_model(32, decoder_dropout=0.5)
+    encoder = src.get_layer("encoder")
+    # a stand-in in the same legacy-h5 layout as resnet34_inp_channel_3_tch_0_top_False.h5
+    path = tmp_path / "resnet34_inp_channel_3_tch_0_top_False.h5"
+    with h5py.File(path, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, encoder)
+    dst = build_model(32, encoder_weights=path)
+    got = dst.get_layer("encoder").get_weights()
+    ref = encoder.get_weights()
+    assert len(got) == len(ref) > 100
+    for a, b in zip(got, ref):
+        np.testing.assert_array_equal(a, b)
+    # the first conv takes 3 channels (input repeated), decoder weights are NOT taken from the file
+    assert dst.get_layer("encoder").get_layer("conv0").kernel.shape[-2] == 3
+    assert not np.array_equal(dst.get_layer("final_conv").get_weights()[0], src.get_layer("final_conv").get_weights()[0])
+    bad = tmp_path / "garbage.h5"
+    with h5py.File(bad, "w") as f:
+        f.create_dataset("x", data=np.zeros(3))
+    with pytest.raises(ValueError, match="garbage.h5"):
+        build_model(32, encoder_weights=bad)
+
+
+@pytest.mark.slow
+def test_loss_equals_numpy_reference():
+    from bmstudy.model import make_loss
+
+    rng = np.random.default_rng(0)
+    loss = make_loss()
+    cases = [
+        ((rng.random((2, 4, 4, 4, 1)) > 0.7).astype(np.float32), rng.random((2, 4, 4, 4, 1)).astype(np.float32)),
+        (np.zeros((1, 4, 4, 4, 1), np.float32), rng.random((1, 4, 4, 4, 1)).astype(np.float32)),  # empty truth
+        (np.ones((1, 2, 2, 2, 1), np.float32), np.ones((1, 2, 2, 2, 1), np.float32)),  # perfect -> ~0
+    ]
+    for t, p in cases:
+        assert float(loss(t, p)) == pytest.approx(dice_bce_numpy(t, p), rel=1e-5, abs=1e-6)
+    # hand-computed: t=[1,0], p=[0.5,0.5] -> dice = 1/1.5, bce = ln 2
+    t = np.array([1, 0], np.float32).reshape(1, 2, 1, 1, 1)
+    p = np.full_like(t, 0.5)
+    expected = 0.5 * (1 - (2 * 0.5 + 1e-5) / (1 + 1 + 1e-5)) + 0.5 * np.log(2)
+    assert float(loss(t, p)) == pytest.approx(expected, rel=1e-5)
+    assert float(make_loss(1.0, 0.0)(t, p)) == pytest.approx(1 - (1 + 1e-5) / (2 + 1e-5), rel=1e-5)

@@ -1,0 +1,108 @@
+"""Training profiles, case selection and the resumable training loop (bmstudy.train)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bmstudy.train import TrainConfig, select_training_cases, split_validation
+from fake_preprocessed import PARAMS, write_cohort
+
+
+def test_profiles_follow_the_paper_and_budget():
+    paper = TrainConfig.from_profile("paper")
+    assert paper.patch_size == (128, 128, 128) and paper.batch_size == 4
+    assert (paper.learning_rate, paper.beta_1, paper.beta_2, paper.epsilon) == (1e-4, 0.9, 0.999, 1e-7)
+    assert (paper.dice_weight, paper.bce_weight, paper.decoder_dropout) == (0.5, 0.5, 0.5)
+    assert (paper.inference_patch, paper.inference_stride) == (128, 64)
+    cpu = TrainConfig.from_profile("cpu")
+    assert cpu.patch_size == (64, 64, 64) and cpu.inference_patch == 128 and cpu.inference_stride == 64
+    assert 100 <= cpu.steps_per_epoch * cpu.epochs <= 600 and cpu.lesion_fraction >= 0.5
+    tiny = TrainConfig.from_profile("tiny", epochs=3)
+    assert tiny.patch_size == (32, 32, 32) and tiny.epochs == 3
+    assert TrainConfig.from_dict(json.loads(json.dumps(cpu.to_dict()))) == cpu
+    with pytest.raises(ValueError, match="unknown TrainConfig"):
+        TrainConfig.from_profile("cpu", learning_rat=1)
+    with pytest.raises(ValueError, match="unknown training profile"):
+        TrainConfig.from_profile("gpu")
+    with pytest.raises(ValueError, match="multiples of 32"):
+        TrainConfig.from_profile("cpu", patch_size=(48, 48, 48))
+
+
+def test_case_selection_and_validation_split(tmp_path):
+    manifest = write_cohort(tmp_path, n=3)
+    ids = select_training_cases(tmp_path, manifest)
+    assert ids == ["P000", "P001", "P002"]  # 'test' split and failed case excluded
+    tr, va = split_validation([f"C{i}" for i in range(20)], 0.15, seed=0)
+    assert len(va) == 3 and len(tr) == 17 and not set(tr) & set(va)
+    assert split_validation([f"C{i}" for i in range(20)], 0.15, seed=0) == (tr, va)
+    assert split_validation(["A", "B"], 0.1, 0) [1] != []  # at least one validation case
+    assert split_validation(["A"], 0.5, 0) == (["A"], [])
+    with pytest.raises(FileNotFoundError, match="preprocess_report.csv"):
+        select_training_cases(tmp_path / "nowhere", manifest)
+    with pytest.raises(ValueError, match="no training cases"):
+        select_training_cases(tmp_path, pd.DataFrame({"patient_id": ["P003"], "split": ["test"]}))
+
+
+def test_cli_arguments_map_to_config():
+    from bmstudy.cli import build_parser
+    from bmstudy.train import config_from_args
+
+    args = build_parser().parse_args(["train", "--preprocessed", "p", "--manifest", "m.csv", "--out", "o",
+                                      "--profile", "paper", "--patch-size", "64", "--epochs", "3"])
+    cfg = config_from_args(args)
+    assert cfg.profile == "paper" and cfg.patch_size == (64, 64, 64) and cfg.epochs == 3 and cfg.batch_size == 4
+    assert not args.no_resume
+
+
+@pytest.mark.slow
+def test_train_kill_and_resume_continues_checkpoint(tmp_path):
+    import keras
+
+    from bmstudy.model import load_trained
+    from bmstudy.train import train
+
+    data = tmp_path / "pre"
+    manifest = write_cohort(data, n=3)
+    out = tmp_path / "run"
+    cfg = TrainConfig.from_profile("tiny", epochs=2, steps_per_epoch=2, learning_rate=2e-4)
+
+    class Crash(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            raise KeyboardInterrupt("simulated kill after epoch 1")
+
+    with pytest.raises(KeyboardInterrupt):
+        train(data, manifest, out, cfg, extra_callbacks=[Crash()])
+    state = json.loads((out / "checkpoint" / "state.json").read_text())
+    assert state["epoch"] == 1 and state["iterations"] == 2
+    best_size = (out / "model_best.keras").stat().st_size
+    assert 0 < best_size < 0.5 * (out / "checkpoint" / "last.keras").stat().st_size  # no optimizer state
+
+    seen = {}
+
+    class Probe(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            seen["iterations"] = int(self.model.optimizer.iterations.numpy())
+            seen["lr"] = float(self.model.optimizer.learning_rate.numpy())
+
+        def on_epoch_begin(self, epoch, logs=None):
+            seen.setdefault("epochs", []).append(epoch)
+
+    train(data, manifest, out, cfg, extra_callbacks=[Probe()])
+    assert seen == {"iterations": 2, "lr": pytest.approx(2e-4), "epochs": [1]}
+    state = json.loads((out / "checkpoint" / "state.json").read_text())
+    assert state["epoch"] == 2 and state["iterations"] == 4
+    log = pd.read_csv(out / "training_log.csv")
+    assert log["epoch"].tolist() == [0, 1] and np.isfinite(log["loss"]).all()
+    rec = json.loads((out / "train_config.json").read_text())
+    assert rec["status"] == "complete" and rec["inference_patch"] == 64 and rec["inference_stride"] == 32
+    assert rec["preprocessing"] == PARAMS and rec["val_cases"] and not set(rec["val_cases"]) & set(rec["train_cases"])
+    assert any((out / "logs").rglob("*tfevents*"))
+    model, config = load_trained(out)
+    assert config["patch_size"] == [32, 32, 32]
+    y = np.asarray(model(np.zeros((1, 64, 64, 64, 1), np.float32)))  # fully convolutional
+    assert y.shape == (1, 64, 64, 64, 1)
+    with pytest.raises(ValueError, match="different config"):
+        train(data, manifest, out, TrainConfig.from_profile("tiny", epochs=2, learning_rate=1e-3))
