@@ -362,20 +362,21 @@ def _transform(image: Volume, brain: np.ndarray, params: PreprocessParams,
 
 
 def preprocess_image(image_path: PathLike, params: PreprocessParams, brain_mask_path: PathLike | None = None,
-                     *, case: str | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+                     *, case: str | None = None, return_brain: bool = False) -> tuple[Any, ...]:
     """Preprocess one image for inference: returns (float32 canonical array, transform record).
 
     The record is JSON-able and is what :func:`restore_to_input` / :func:`save_like_input` need.
     ``brain_mask_path`` is used by the ``'mask'`` backend (and by ``'auto'`` when given); it must be
-    aligned with the image (:class:`AlignmentError` otherwise).
+    aligned with the image (:class:`AlignmentError` otherwise). With ``return_brain=True`` the brain
+    mask on the preprocessed grid (uint8, all ones for ``skull_strip='none'``) is returned third.
     """
     image = read_volume(image_path, case=case, kind="image")
     record = _record_base(image, params)
     brain = _strip(image, params, brain_mask_path, case, record)
-    img, _, _, rec = _transform(image, brain, params, case=case)
+    img, br, _, rec = _transform(image, brain, params, case=case)
     record.update(rec)
     record["inputs"] = {"image": str(image_path), "brain_mask": None if brain_mask_path is None else str(brain_mask_path)}
-    return img, record
+    return (img, record, br) if return_brain else (img, record)
 
 
 def _strip(image: Volume, params: PreprocessParams, brain_mask_path: PathLike | None, case: str | None,
