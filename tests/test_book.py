@@ -1,0 +1,165 @@
+"""bmstudy.book: the offline Jupyter Book built from a run's executed notebooks.
+
+The book is built once (module fixture, ~10 s) from a dummy run whose "executed" notebooks are written
+with nbformat (outputs included), so no kernel or TensorFlow is needed.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pandas as pd
+import pytest
+
+from bmstudy import book as bk
+
+CHROMIUM = Path("/usr/bin/chromium")
+MAGENTA = (255, 0, 255)
+
+
+def _figure(color=(1.0, 0.0, 1.0)):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4, 3))
+    ax.add_patch(plt.Rectangle((0, 0), 1, 1, color=color))
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    return fig
+
+
+def _executed_notebook(path: Path, title: str, table: pd.DataFrame) -> None:
+    fig = _figure()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    table_cell = nbformat.v4.new_code_cell("table", execution_count=3)
+    table_cell.outputs = [nbformat.v4.new_output(
+        "execute_result", data={"text/html": table.to_html(), "text/plain": table.to_string()}, execution_count=3)]
+    fig_cell = nbformat.v4.new_code_cell("fig", execution_count=4)
+    fig_cell.outputs = [nbformat.v4.new_output(
+        "display_data", data={"image/png": base64.b64encode(buf.getvalue()).decode(), "text/plain": "<Figure>"})]
+    widget_cell = nbformat.v4.new_code_cell("for _ in tqdm(range(3)): pass", execution_count=5)
+    widget_cell.outputs = [nbformat.v4.new_output("display_data", data={
+        "application/vnd.jupyter.widget-view+json": {"model_id": "abc", "version_major": 2, "version_minor": 0},
+        "text/plain": "progress 3/3"})]
+    nb.cells = [
+        nbformat.v4.new_markdown_cell(f"# {title}\n\nWhat the paper did; what this run found."),
+        nbformat.v4.new_code_cell("secret_param_default = 1", metadata={"tags": ["parameters"]}, execution_count=1),
+        nbformat.v4.new_code_cell("secret_param_injected = 2", metadata={"tags": ["injected-parameters"]},
+                                  execution_count=2),
+        table_cell, fig_cell, widget_cell,
+    ]
+    nbformat.write(nb, path)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, repo_root):
+    tmp = tmp_path_factory.mktemp("book")
+    run = tmp / "runs" / "demo"
+    run.mkdir(parents=True)
+    table = pd.DataFrame({"metric": ["Dice", "AUC"], "ours": [0.61, 0.87], "paper": [0.821, 0.891]})
+    _executed_notebook(run / "01_cohort.ipynb", "Cohort chapter", table)
+    _executed_notebook(run / "05_metrics.ipynb", "Metrics chapter", table)
+    (run / "05_metrics.failed.ipynb").write_text("{}")  # not a chapter
+    bk.publish_table(table, run / "01_cohort", "table1", "Table 1 of this run")
+    bk.publish_figure(_figure(), run / "05_metrics", "figure3_overlays", "Figure 3 overlay of this run")
+    bk.publish_table(pd.DataFrame({"metric": ["Dice"], "ours": ["0.700 (0.6, 0.8)"], "paper": ["0.821 (0.674, 0.882)"]}),
+                     run / "05_metrics", "table2_vs_paper", "Table 2 beside the paper")
+    (run / "provenance.json").write_text(json.dumps({
+        "run": "demo", "profile": "tiny", "git": {"commit": "abc123", "dirty": False},
+        "packages": {"numpy": "1.26.4"}, "manifest": {"path": None, "sha256": None, "source": "synthetic"},
+        "stages": {"01_cohort": {"status": "ok", "last_action": "ran", "started": "2026-01-01T00:00:00+00:00",
+                                 "finished": "2026-01-01T00:00:05+00:00", "seconds": 5.0,
+                                 "fingerprint": "f" * 64, "parameters": {"seed": 0}}}}))
+    book_dir = tmp / "book"
+    shutil.copytree(repo_root / "book", book_dir, ignore=shutil.ignore_patterns("_build"))
+    index = bk.build_book(run, book_dir)
+    return {"index": index, "html": index.parent, "run": run}
+
+
+def test_book_pages_contain_tables_and_figures(built):
+    html = built["html"]
+    assert built["index"].is_file()
+    results = (html / "results.html").read_text()
+    assert "<table" in results and "Table 2 beside the paper" in results and "0.821 (0.674, 0.882)" in results
+    assert "<img" in results and "figure3_overlays.png" in results and (html / "_images" / "figure3_overlays.png").is_file()
+    chapter = (html / "chapters" / "05_metrics.html").read_text()
+    assert "Metrics chapter" in chapter and "<table" in chapter and "<img" in chapter
+    assert "secret_param" not in chapter  # parameters and injected-parameters cells are hidden
+    assert "progress 3/3" in chapter and "widget-view" not in chapter  # widget output degraded to text
+    assert not (html / "chapters" / "05_metrics.failed.html").exists()
+    intro = (html / "intro.html").read_text()
+    assert "pipeline.png" in intro and (html / "_images" / "pipeline.png").is_file()
+    assert "Deviations from the paper" in (html / "deviations.html").read_text()
+    prov = (html / "provenance.html").read_text()
+    assert "abc123" in prov and "01_cohort" in prov and "1.26.4" in prov
+    # every published item names where it came from: its file, notebook, execution and commit
+    assert "Source: file <code>" in results and "01_cohort/summary/table1.csv" in results
+    assert "05_metrics/summary/figure3_overlays.png" in results and "ffffffffffff" in results
+    assert results.count("bm-source") >= 3 and "abc123" in results
+    assert results.find("Metrics chapter") < results.find("Cohort chapter")  # metrics (Table 2) lead the page
+    toc_order = [intro.find(t) for t in ("Cohort chapter", "Metrics chapter", "Results summary")]
+    assert -1 not in toc_order and toc_order == sorted(toc_order)
+
+
+def test_book_has_no_remote_assets(built):
+    assert bk.remote_assets(built["html"]) == []
+    for page in built["html"].rglob("*.html"):
+        text = page.read_text()
+        assert "mathjax" not in text.lower(), page
+        assert "cdn.jsdelivr" not in text and "unpkg.com" not in text, page
+
+
+def test_remote_assets_detects_cdn(tmp_path):
+    (tmp_path / "a.html").write_text('<script src="https://cdn.jsdelivr.net/npm/mathjax@3/tex-chtml.js"></script>'
+                                     '<link rel="stylesheet" href="//fonts.example.org/x.css"><script src="_static/x.js">')
+    found = sorted(u for _, u in bk.remote_assets(tmp_path))
+    assert found == ["//fonts.example.org/x.css", "https://cdn.jsdelivr.net/npm/mathjax@3/tex-chtml.js"]
+
+
+def test_publish_helpers_validate(tmp_path):
+    with pytest.raises(TypeError):
+        bk.publish_table([1, 2], tmp_path, "t", "caption")
+    with pytest.raises(TypeError):
+        bk.publish_figure("not a figure", tmp_path, "f", "caption")
+    with pytest.raises(ValueError):
+        bk.publish_table(pd.DataFrame({"a": [1]}), tmp_path, "///", "caption")
+    csv = bk.publish_table(pd.DataFrame({"a": [1]}), tmp_path, "my table", "cap")
+    assert csv.name == "my_table.csv" and json.loads((tmp_path / "summary" / "my_table.json").read_text())["caption"] == "cap"
+
+
+def test_build_book_errors(tmp_path, repo_root):
+    with pytest.raises(FileNotFoundError, match="run folder"):
+        bk.build_book(tmp_path / "nope", repo_root / "book")
+    (tmp_path / "run").mkdir()
+    with pytest.raises(FileNotFoundError, match="_config.yml"):
+        bk.build_book(tmp_path / "run", tmp_path / "empty_book")
+
+
+@pytest.mark.skipif(not CHROMIUM.is_file(), reason="headless screenshot needs the Debian 'chromium' package at /usr/bin/chromium")
+def test_chromium_screenshot_of_results_page(built, tmp_path):
+    from PIL import Image
+
+    url = (built["html"] / "results.html").as_uri()
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
+             "--virtual-time-budget=8000", "--window-size=1280,1400"]
+    shot = tmp_path / "results.png"
+    subprocess.run([str(CHROMIUM), *flags, f"--screenshot={shot}", url], capture_output=True, timeout=120, check=True)
+    img = np.asarray(Image.open(shot).convert("RGB"))
+    assert img.shape == (1400, 1280, 3)
+    magenta = np.all(img == MAGENTA, axis=-1)
+    assert magenta.sum() > 2000, "the published figure (a magenta square) is not visible in the screenshot"
+    dom = subprocess.run([str(CHROMIUM), *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120,
+                         check=True).stdout
+    assert "<table" in dom and "0.821 (0.674, 0.882)" in dom
