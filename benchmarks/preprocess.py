@@ -83,7 +83,7 @@ def make_inputs(folder: Path, image: str | None, brain: str | None, seed: int = 
 def peak_rss_mb() -> float:
     """Peak resident memory of this process (VmHWM: reset at exec, unlike ru_maxrss which a forked child inherits)."""
     try:
-        for line in Path("/proc/self/status").read_text().splitlines():
+        for line in Path("/proc/self/status").read_text(encoding="utf-8").splitlines():
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
     except OSError:
@@ -104,7 +104,7 @@ def worker(config: str, inputs_json: str, out_dir: str) -> None:
     rep = preprocess_case(row, out_dir, PreprocessParams(**CONFIGS[config]), force=True)
     secs = time.perf_counter() - t0
     meta_path = Path(out_dir) / "bench" / "meta.json"
-    strip_s = json.loads(meta_path.read_text())["skull_strip"]["seconds"] if meta_path.exists() else float("nan")
+    strip_s = json.loads(meta_path.read_text(encoding="utf-8"))["skull_strip"]["seconds"] if meta_path.exists() else float("nan")
     print(json.dumps({"config": config, "status": rep["status"], "reason": rep.get("reason", ""), "seconds": secs,
                       "strip_seconds": strip_s, "peak_rss_mb": peak_rss_mb(),
                       "rss_after_imports_mb": rss0, "output_shape": rep.get("output_shape", "")}))

@@ -41,7 +41,7 @@ def write_cohort(root: Path, n: int = 3, shape=(40, 44, 36), extra_failed: bool 
         np.save(d / "image.npy", image)
         np.save(d / "mask.npy", mask)
         np.save(d / "brain.npy", brain)
-        (d / "meta.json").write_text(json.dumps({"patient_id": pid, "params": PARAMS}))
+        (d / "meta.json").write_text(json.dumps({"patient_id": pid, "params": PARAMS}), encoding="utf-8")
         rows.append({"patient_id": pid, "split": split})
         report.append({"patient_id": pid, "status": "ok", "reason": ""})
     if extra_failed:

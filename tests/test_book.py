@@ -70,7 +70,7 @@ def built(tmp_path_factory, repo_root):
     table = pd.DataFrame({"metric": ["Dice", "AUC"], "ours": [0.61, 0.87], "paper": [0.821, 0.891]})
     _executed_notebook(run / "01_cohort.ipynb", "Cohort chapter", table)
     _executed_notebook(run / "05_metrics.ipynb", "Metrics chapter", table)
-    (run / "05_metrics.failed.ipynb").write_text("{}")  # not a chapter
+    (run / "05_metrics.failed.ipynb").write_text("{}", encoding="utf-8")  # not a chapter
     bk.publish_table(table, run / "01_cohort", "table1", "Table 1 of this run")
     bk.publish_figure(_figure(), run / "05_metrics", "figure3_overlays", "Figure 3 overlay of this run")
     bk.publish_table(pd.DataFrame({"metric": ["Dice"], "ours": ["0.700 (0.6, 0.8)"], "paper": ["0.821 (0.674, 0.882)"]}),
@@ -90,18 +90,18 @@ def built(tmp_path_factory, repo_root):
 def test_book_pages_contain_tables_and_figures(built):
     html = built["html"]
     assert built["index"].is_file()
-    results = (html / "results.html").read_text()
+    results = (html / "results.html").read_text(encoding="utf-8")
     assert "<table" in results and "Table 2 beside the paper" in results and "0.821 (0.674, 0.882)" in results
     assert "<img" in results and "figure3_overlays.png" in results and (html / "_images" / "figure3_overlays.png").is_file()
-    chapter = (html / "chapters" / "05_metrics.html").read_text()
+    chapter = (html / "chapters" / "05_metrics.html").read_text(encoding="utf-8")
     assert "Metrics chapter" in chapter and "<table" in chapter and "<img" in chapter
     assert "secret_param" not in chapter  # parameters and injected-parameters cells are hidden
     assert "progress 3/3" in chapter and "widget-view" not in chapter  # widget output degraded to text
     assert not (html / "chapters" / "05_metrics.failed.html").exists()
-    intro = (html / "intro.html").read_text()
+    intro = (html / "intro.html").read_text(encoding="utf-8")
     assert "pipeline.png" in intro and (html / "_images" / "pipeline.png").is_file()
-    assert "Deviations from the paper" in (html / "deviations.html").read_text()
-    prov = (html / "provenance.html").read_text()
+    assert "Deviations from the paper" in (html / "deviations.html").read_text(encoding="utf-8")
+    prov = (html / "provenance.html").read_text(encoding="utf-8")
     assert "abc123" in prov and "01_cohort" in prov and "1.26.4" in prov
     # every published item names where it came from: its file, notebook, execution and commit
     assert "Source: file <code>" in results and "01_cohort/summary/table1.csv" in results
@@ -115,7 +115,7 @@ def test_book_pages_contain_tables_and_figures(built):
 def test_book_has_no_remote_assets(built):
     assert bk.remote_assets(built["html"]) == []
     for page in built["html"].rglob("*.html"):
-        text = page.read_text()
+        text = page.read_text(encoding="utf-8")
         assert "mathjax" not in text.lower(), page
         assert "cdn.jsdelivr" not in text and "unpkg.com" not in text, page
 
@@ -135,7 +135,7 @@ def test_publish_helpers_validate(tmp_path):
     with pytest.raises(ValueError):
         bk.publish_table(pd.DataFrame({"a": [1]}), tmp_path, "///", "caption")
     csv = bk.publish_table(pd.DataFrame({"a": [1]}), tmp_path, "my table", "cap")
-    assert csv.name == "my_table.csv" and json.loads((tmp_path / "summary" / "my_table.json").read_text())["caption"] == "cap"
+    assert csv.name == "my_table.csv" and json.loads((tmp_path / "summary" / "my_table.json").read_text(encoding="utf-8"))["caption"] == "cap"
 
 
 def test_build_book_errors(tmp_path, repo_root):

@@ -401,7 +401,7 @@ def test_predict_cohort_rerun_skips_finished_unless_forced(tmp_path, config):
     assert fn.calls == 0                                         # everything finished: nothing runs
     # settings from a training folder's train_config.json when only predict_fn is given
     (tmp_path / "model").mkdir()
-    (tmp_path / "model" / "train_config.json").write_text(json.dumps(config))
+    (tmp_path / "model" / "train_config.json").write_text(json.dumps(config), encoding="utf-8")
     predict_cohort(manifest, tmp_path / "model", out, predict_fn=fn, warmup=False, progress=False, force=True)
     assert fn.calls == first_calls
     fn.calls = 0

@@ -160,7 +160,7 @@ def test_missing_and_corrupt_files(tmp_path):
         read_volume(bad, case="P1")
     assert str(bad) in str(info.value)
     junk = tmp_path / "junk.mha"
-    junk.write_text("garbage")
+    junk.write_text("garbage", encoding="utf-8")
     with pytest.raises(VolumeError, match="SimpleITK"):
         read_volume(junk, case="P1")
 

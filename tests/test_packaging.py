@@ -17,7 +17,7 @@ def _norm(name: str) -> str:
 
 
 def _pyproject_pins() -> dict[str, str]:
-    data = tomllib.loads((REPO / "pyproject.toml").read_text())
+    data = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
     reqs = list(data["project"]["dependencies"])
     for extra in data["project"].get("optional-dependencies", {}).values():
         reqs += extra
@@ -31,7 +31,7 @@ def _pyproject_pins() -> dict[str, str]:
 
 def _environment_pins() -> dict[str, str]:
     pins = {}
-    for line in (REPO / "environment.yml").read_text().splitlines():
+    for line in (REPO / "environment.yml").read_text(encoding="utf-8").splitlines():
         item = line.strip()
         if not item.startswith("- "):
             continue

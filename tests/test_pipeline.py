@@ -38,17 +38,17 @@ def _write_notebooks(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     nbformat.write(_nb("out_dir = ''\nseed = 0\nwork_log = ''",
                        _log("01_a"),
-                       "from pathlib import Path\nPath(out_dir, 'value.txt').write_text(str(seed + 1))"),
+                       "from pathlib import Path\nPath(out_dir, 'value.txt').write_text(str(seed + 1), encoding='utf-8')"),
                    folder / "01_a.ipynb")
     nbformat.write(_nb("out_dir = ''\na_dir = ''\nscale = 2\nwork_log = ''",
                        _log("02_b"),
-                       "from pathlib import Path\nv = int(Path(a_dir, 'value.txt').read_text())\n"
-                       "Path(out_dir, 'value.txt').write_text(str(v * scale))"),
+                       "from pathlib import Path\nv = int(Path(a_dir, 'value.txt').read_text(encoding='utf-8'))\n"
+                       "Path(out_dir, 'value.txt').write_text(str(v * scale), encoding='utf-8')"),
                    folder / "02_b.ipynb")
     nbformat.write(_nb("out_dir = ''\nb_dir = ''\nfail = False\nwork_log = ''",
                        _log("03_c"),
-                       "from pathlib import Path\nv = int(Path(b_dir, 'value.txt').read_text())",
-                       "if fail:\n    raise ValueError('boom in stage c')\nPath(out_dir, 'value.txt').write_text(str(v + 100))"),
+                       "from pathlib import Path\nv = int(Path(b_dir, 'value.txt').read_text(encoding='utf-8'))",
+                       "if fail:\n    raise ValueError('boom in stage c')\nPath(out_dir, 'value.txt').write_text(str(v + 100), encoding='utf-8')"),
                    folder / "03_c.ipynb")
     return folder
 
@@ -62,7 +62,7 @@ def _run(tmp_path: Path, **kw):
 
 def _work(tmp_path: Path) -> list[str]:
     log = tmp_path / "work.log"
-    out = log.read_text().split() if log.exists() else []
+    out = log.read_text(encoding="utf-8").split() if log.exists() else []
     log.unlink(missing_ok=True)
     return out
 
@@ -74,12 +74,12 @@ def test_skip_and_rerun_only_dependents(tmp_path):
     first = _run(tmp_path)
     assert first.ran == ["01_a", "02_b", "03_c"]
     assert _work(tmp_path) == ["01_a", "02_b", "03_c"]
-    assert (run_dir / "03_c" / "value.txt").read_text() == str((0 + 1) * 2 + 100)
+    assert (run_dir / "03_c" / "value.txt").read_text(encoding="utf-8") == str((0 + 1) * 2 + 100)
     for s in STAGES:  # executed notebooks carry the injected parameters
         nb = nbformat.read(run_dir / f"{s.name}.ipynb", as_version=4)
         assert any("injected-parameters" in c.metadata.get("tags", []) for c in nb.cells)
 
-    prov = json.loads((run_dir / "provenance.json").read_text())
+    prov = json.loads((run_dir / "provenance.json").read_text(encoding="utf-8"))
     assert prov["profile"] == "tiny" and "numpy" in prov["packages"] and prov["packages"]["papermill"]
     assert set(prov["stages"]) == {"01_a", "02_b", "03_c"}
     st = prov["stages"]["02_b"]
@@ -95,8 +95,8 @@ def test_skip_and_rerun_only_dependents(tmp_path):
     third = _run(tmp_path, params={"scale": 5})  # only b declares 'scale': b and its dependent c re-run
     assert third.ran == ["02_b", "03_c"] and third.skipped == ["01_a"]
     assert _work(tmp_path) == ["02_b", "03_c"]
-    assert (run_dir / "03_c" / "value.txt").read_text() == str(1 * 5 + 100)
-    prov = json.loads((run_dir / "provenance.json").read_text())
+    assert (run_dir / "03_c" / "value.txt").read_text(encoding="utf-8") == str(1 * 5 + 100)
+    prov = json.loads((run_dir / "provenance.json").read_text(encoding="utf-8"))
     assert prov["stages"]["01_a"]["last_action"] == "skipped" and prov["stages"]["02_b"]["parameters"]["scale"] == 5
 
     fourth = _run(tmp_path, params={"scale": 5, "03_c.fail": False}, stages=["03"], force=True)
@@ -126,7 +126,7 @@ def test_failure_names_notebook_and_cell_and_stops(tmp_path):
     assert _work(tmp_path) == ["01_a", "02_b", "03_c"]  # 04_d never started
     run_dir = tmp_path / "runs" / "r"
     assert (run_dir / "03_c.failed.ipynb").is_file() and not (run_dir / "03_c.ipynb").exists()
-    prov = json.loads((run_dir / "provenance.json").read_text())
+    prov = json.loads((run_dir / "provenance.json").read_text(encoding="utf-8"))
     assert prov["stages"]["03_c"]["status"] == "failed" and "boom" in prov["stages"]["03_c"]["error"]
     assert "04_d" not in prov["stages"]
 
@@ -181,7 +181,7 @@ def test_study_stage_graph_is_consistent():
 # ----------------------------------------------------------------------------- end to end (CI)
 def check_study_book(html_dir: Path) -> None:
     """Assert the built book of a study run shows the study's tables and figures (not just pages)."""
-    results = (html_dir / "results.html").read_text()
+    results = (html_dir / "results.html").read_text(encoding="utf-8")
     assert "Table 2: median (Q1, Q3) per set, the paper beside this run" in results
     assert "0.821 (0.674, 0.882)" in results  # the paper's Dice, test set, beside ours
     assert "Table 1 (this run)" in results and "Table 3 (this run)" in results
@@ -189,11 +189,11 @@ def check_study_book(html_dir: Path) -> None:
     for fig in ("figure3_overlays.png", "figure4_subgroups.png", "training_curves.png", "timing.png"):
         assert f'src="_images/{fig}"' in results and (html_dir / "_images" / fig).is_file(), fig
     for s in pipeline.STAGES:
-        page = (html_dir / "chapters" / f"{s.name}.html").read_text()
+        page = (html_dir / "chapters" / f"{s.name}.html").read_text(encoding="utf-8")
         assert "What this run found" in page, s.name
         assert "<img" in page or "<table" in page, s.name
         assert "injected-parameters" not in page
-    assert "01_cohort" in (html_dir / "provenance.html").read_text()
+    assert "01_cohort" in (html_dir / "provenance.html").read_text(encoding="utf-8")
 
 
 @pytest.mark.slow
@@ -205,7 +205,7 @@ def test_tiny_study_end_to_end(tmp_path, repo_root):
 
     res = run_study("ci", "tiny", runs_dir=tmp_path / "runs", log_output=False)
     assert res.ran == [s.name for s in pipeline.STAGES]
-    prov = json.loads((res.run_dir / "provenance.json").read_text())
+    prov = json.loads((res.run_dir / "provenance.json").read_text(encoding="utf-8"))
     assert all(prov["stages"][s.name]["status"] == "ok" for s in pipeline.STAGES)
     book_dir = tmp_path / "book"
     shutil.copytree(repo_root / "book", book_dir, ignore=shutil.ignore_patterns("_build"))

@@ -74,7 +74,7 @@ def test_synthstrip_missing_model_says_where_to_put_it(no_synthstrip, tmp_path):
 
 def _fake_tool(folder, name, body):
     tool = folder / name
-    tool.write_text(f"#!{sys.executable}\n{body}")
+    tool.write_text(f"#!{sys.executable}\n{body}", encoding="utf-8")
     tool.chmod(tool.stat().st_mode | stat.S_IEXEC)
     return tool
 

@@ -246,7 +246,7 @@ def test_tiny_cohort_files_and_manifest(tiny_cohort):
     np.testing.assert_array_equal(_load(row["image"])[0], ref["image"])
     np.testing.assert_array_equal(_load(row["mask"])[0], ref["mask"])
     np.testing.assert_allclose(_load(row["image"])[1].affine, ref["affine"], atol=1e-5)
-    meta = json.loads((Path(tiny_cohort).parent / "meta" / "INT001.json").read_text())
+    meta = json.loads((Path(tiny_cohort).parent / "meta" / "INT001.json").read_text(encoding="utf-8"))
     assert meta["patient_id"] == "INT001" and len(meta["lesions"]) == df.loc[0, "n_lesions"]
 
 

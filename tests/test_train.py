@@ -75,7 +75,7 @@ def test_train_kill_and_resume_continues_checkpoint(tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         train(data, manifest, out, cfg, extra_callbacks=[Crash()])
-    state = json.loads((out / "checkpoint" / "state.json").read_text())
+    state = json.loads((out / "checkpoint" / "state.json").read_text(encoding="utf-8"))
     assert state["epoch"] == 1 and state["iterations"] == 2
     best_size = (out / "model_best.keras").stat().st_size
     assert 0 < best_size < 0.5 * (out / "checkpoint" / "last.keras").stat().st_size  # no optimizer state
@@ -92,11 +92,11 @@ def test_train_kill_and_resume_continues_checkpoint(tmp_path):
 
     train(data, manifest, out, cfg, extra_callbacks=[Probe()])
     assert seen == {"iterations": 2, "lr": pytest.approx(2e-4), "epochs": [1]}
-    state = json.loads((out / "checkpoint" / "state.json").read_text())
+    state = json.loads((out / "checkpoint" / "state.json").read_text(encoding="utf-8"))
     assert state["epoch"] == 2 and state["iterations"] == 4
     log = pd.read_csv(out / "training_log.csv")
     assert log["epoch"].tolist() == [0, 1] and np.isfinite(log["loss"]).all()
-    rec = json.loads((out / "train_config.json").read_text())
+    rec = json.loads((out / "train_config.json").read_text(encoding="utf-8"))
     assert rec["status"] == "complete" and rec["inference_patch"] == 64 and rec["inference_stride"] == 32
     assert rec["preprocessing"] == PARAMS and rec["val_cases"] and not set(rec["val_cases"]) & set(rec["train_cases"])
     assert any((out / "logs").rglob("*tfevents*"))

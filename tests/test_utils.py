@@ -13,7 +13,7 @@ def test_atomic_write_replaces_and_uses_umask_permissions(tmp_path):
     target = tmp_path / "sub" / "a.txt"
     atomic_write_text(target, "one")
     atomic_write_text(target, "two")
-    assert target.read_text() == "two"
+    assert target.read_text(encoding="utf-8") == "two"
     umask = os.umask(0)
     os.umask(umask)
     assert (target.stat().st_mode & 0o777) == (0o666 & ~umask)
@@ -25,9 +25,9 @@ def test_atomic_path_failure_keeps_old_content_and_no_temp(tmp_path):
     atomic_write_json(target, {"x": np.int64(3)})
     with pytest.raises(RuntimeError):
         with atomic_path(target) as tmp:
-            tmp.write_text("partial")
+            tmp.write_text("partial", encoding="utf-8")
             raise RuntimeError("killed mid-write")
-    assert target.read_text().strip().startswith("{") and '"x": 3' in target.read_text()
+    assert target.read_text(encoding="utf-8").strip().startswith("{") and '"x": 3' in target.read_text(encoding="utf-8")
     assert [p.name for p in tmp_path.iterdir()] == ["b.json"]
 
 

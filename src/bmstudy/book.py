@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import html
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -248,7 +249,7 @@ def summary_items(run_dir: PathLike) -> list[dict[str, Any]]:
         if not folder.is_dir():
             continue
         for meta_path in sorted(folder.glob("*.json")):
-            meta = json.loads(meta_path.read_text())
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
             stem = meta_path.stem
             kind = meta.get("kind")
             path = folder / (f"{stem}.png" if kind == "figure" else f"{stem}.html")
@@ -295,7 +296,7 @@ def results_page(run_dir: PathLike, src_dir: PathLike) -> str:
     prov: dict[str, Any] = {}
     if (run / "provenance.json").is_file():
         try:
-            prov = json.loads((run / "provenance.json").read_text())
+            prov = json.loads((run / "provenance.json").read_text(encoding="utf-8"))
         except json.JSONDecodeError:
             log.warning("unreadable %s: results page without provenance lines", run / "provenance.json")
     if not any(it["stage"].endswith("metrics") and "table2" in it["name"] for it in items):
@@ -334,7 +335,7 @@ def provenance_page(run_dir: PathLike) -> str:
     lines = ["# Provenance", ""]
     if not path.is_file():
         return "\n".join(lines + [f"*No provenance.json in `{run_dir}`.*", ""])
-    prov = json.loads(path.read_text())
+    prov = json.loads(path.read_text(encoding="utf-8"))
     git = prov.get("git") or {}
     man = prov.get("manifest") or {}
     rows = [("Run", prov.get("run")), ("Profile", prov.get("profile")),
@@ -394,7 +395,7 @@ def strip_thebe(html_dir: PathLike) -> int:
 def _write_toc(template: Path, dest: Path, chapters: Sequence[str]) -> None:
     import yaml
 
-    toc = yaml.safe_load(template.read_text())
+    toc = yaml.safe_load(template.read_text(encoding="utf-8"))
     parts = toc.get("parts") or []
     study = [p for p in parts if p.get("caption") == STUDY_PART_CAPTION]
     if not study:
@@ -460,7 +461,9 @@ def build_book(run_dir: PathLike, book_dir: PathLike = "book", *, quiet: bool = 
     if quiet:
         cmd.append("-q")
     log.info("building the book: %s", " ".join(cmd))
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    env = {**os.environ, "PYTHONUTF8": "1"}  # Sphinx and its extensions read/print UTF-8 whatever the locale
+    proc = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=timeout,
+                          env=env)
     index = html_dir / "index.html"
     if proc.returncode != 0 or not index.is_file():
         tail = (proc.stdout + proc.stderr)[-4000:]

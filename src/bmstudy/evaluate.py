@@ -212,7 +212,7 @@ def _up_to_date(out_dir: Path, inputs: Iterable[Path], params: dict[str, Any]) -
     if not all(p.is_file() for p in outs):
         return False
     try:
-        stored = json.loads((out_dir / "evaluate_params.json").read_text())
+        stored = json.loads((out_dir / "evaluate_params.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
     if stored.get("params_hash") != params_hash(params):

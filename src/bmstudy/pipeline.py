@@ -184,9 +184,9 @@ def git_commit(repo: PathLike | None = None) -> dict[str, Any]:
     root = Path(repo) if repo is not None else Path(__file__).resolve().parents[2]
     try:
         sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
-                             text=True, timeout=20, check=True).stdout.strip()
+                             text=True, encoding="utf-8", errors="replace", timeout=20, check=True).stdout.strip()
         dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=20, check=True).stdout.strip()
+                               capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=20, check=True).stdout.strip()
         return {"commit": sha, "dirty": bool(dirty)}
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
@@ -263,7 +263,7 @@ def run_study(
     previous: dict[str, Any] = {}
     if prov_path.is_file():
         try:
-            previous = json.loads(prov_path.read_text()).get("stages", {})
+            previous = json.loads(prov_path.read_text(encoding="utf-8")).get("stages", {})
         except (json.JSONDecodeError, AttributeError) as exc:
             log.warning("ignoring unreadable %s (%s); all stages will run", prov_path, exc)
 

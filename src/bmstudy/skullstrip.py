@@ -149,7 +149,7 @@ def synthstrip_mask(image: np.ndarray, affine: np.ndarray, model_path: PathLike 
     with tempfile.TemporaryDirectory(prefix="bmstudy_synthstrip_") as tmp:
         src, dst = Path(tmp) / "image.nii.gz", Path(tmp) / "mask.nii.gz"
         write_volume(image.astype(np.float32), affine, src)
-        proc = subprocess.run([*cmd, "-i", str(src), "-m", str(dst)], capture_output=True, text=True, timeout=timeout_s)
+        proc = subprocess.run([*cmd, "-i", str(src), "-m", str(dst)], capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=timeout_s)
         if proc.returncode != 0 or not dst.exists():
             raise SkullStripError(f"SynthStrip failed ({' '.join(cmd)}), exit {proc.returncode}: {proc.stderr[-2000:]}")
         vol = read_volume(dst, kind="mask")

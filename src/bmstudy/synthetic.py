@@ -725,7 +725,7 @@ def _generate_one(plan: CasePlan, prof: SynthProfile, out_dir: str, force: bool)
     try:
         if not force and meta_path.is_file() and all(p.is_file() for p in files.values()):
             try:
-                if json.loads(meta_path.read_text()).get("hash") == h:
+                if json.loads(meta_path.read_text(encoding="utf-8")).get("hash") == h:
                     return {"patient_id": plan.patient_id, "status": "skipped", "seconds": 0.0, "error": ""}
             except (OSError, ValueError):
                 pass
