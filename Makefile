@@ -4,6 +4,10 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 RUN    ?= default
 PROFILE ?= cpu
+# The default study runs on the top-level data_manifest.csv, whose files `bmstudy synth` generates
+# under data/synthetic (profile default, seed 0). MANIFEST= (empty) lets stage 01 synthesise a cohort
+# sized for PROFILE inside the run folder instead (e.g. `make study PROFILE=tiny MANIFEST=`).
+MANIFEST ?= data_manifest.csv
 
 .PHONY: setup study test test-fast book clean
 
@@ -19,7 +23,10 @@ $(VENV)/.installed: pyproject.toml
 
 ## study: set up, generate the default synthetic cohort and run the whole study, then build the book
 study: setup
-	$(BIN)/bmstudy run --name $(RUN) --profile $(PROFILE)
+ifeq ($(MANIFEST),data_manifest.csv)
+	$(BIN)/bmstudy synth --out data/synthetic --profile default --seed 0 --preview
+endif
+	$(BIN)/bmstudy run --name $(RUN) --profile $(PROFILE) $(if $(MANIFEST),--manifest $(MANIFEST))
 
 ## test: set up and run the test suite (tests needing ../shared/data or a GPU skip with a reason)
 test: setup
