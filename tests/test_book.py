@@ -80,7 +80,8 @@ def built(tmp_path_factory, repo_root):
         "packages": {"numpy": "1.26.4"}, "manifest": {"path": None, "sha256": None, "source": "synthetic"},
         "stages": {"01_cohort": {"status": "ok", "last_action": "ran", "started": "2026-01-01T00:00:00+00:00",
                                  "finished": "2026-01-01T00:00:05+00:00", "seconds": 5.0,
-                                 "fingerprint": "f" * 64, "parameters": {"seed": 0}}}}))
+                                 "fingerprint": "f" * 64, "parameters": {"seed": 0},
+                                 "git": {"commit": "def456", "dirty": True}}}}), encoding="utf-8")
     book_dir = tmp / "book"
     shutil.copytree(repo_root / "book", book_dir, ignore=shutil.ignore_patterns("_build"))
     index = bk.build_book(run, book_dir)
@@ -107,6 +108,11 @@ def test_book_pages_contain_tables_and_figures(built):
     assert "Source: file <code>" in results and "01_cohort/summary/table1.csv" in results
     assert "05_metrics/summary/figure3_overlays.png" in results and "ffffffffffff" in results
     assert results.count("bm-source") >= 3 and "abc123" in results
+    # a table names the commit its stage executed with (01_cohort: def456); stages without one, the run's
+    table1_src = results[results.find("01_cohort/summary/table1.csv"):]
+    table1_src = table1_src[:table1_src.find("</p>")]
+    assert "def456" in table1_src and "(uncommitted changes)" in table1_src and "abc123" not in table1_src
+    assert "def456" in prov
     assert results.find("Metrics chapter") < results.find("Cohort chapter")  # metrics (Table 2) lead the page
     toc_order = [intro.find(t) for t in ("Cohort chapter", "Metrics chapter", "Results summary")]
     assert -1 not in toc_order and toc_order == sorted(toc_order)

@@ -67,7 +67,7 @@ def _work(tmp_path: Path) -> list[str]:
     return out
 
 
-def test_skip_and_rerun_only_dependents(tmp_path):
+def test_skip_and_rerun_only_dependents(tmp_path, monkeypatch):
     _write_notebooks(tmp_path / "nb")
     run_dir = tmp_path / "runs" / "r"
 
@@ -87,17 +87,24 @@ def test_skip_and_rerun_only_dependents(tmp_path):
     assert st["parameters"]["a_dir"] == str(run_dir / "01_a") and st["parameters"]["work_log"].endswith("work.log")
     assert st["notebook_defaults"] == {"scale": "2"}  # not passed: the notebook's own default
     assert "commit" in prov["git"]
+    first_git = prov["stages"]["01_a"]["git"]
+    assert first_git == prov["git"]  # each stage records the code version it executed with
 
     second = _run(tmp_path)  # nothing changed: no stage work at all
     assert second.ran == [] and second.skipped == ["01_a", "02_b", "03_c"]
     assert _work(tmp_path) == []
 
+    # a later invocation under another commit: skipped stages keep the commit they executed with
+    monkeypatch.setattr(pipeline, "git_commit", lambda repo=None: {"commit": "c0ffee", "dirty": True})
     third = _run(tmp_path, params={"scale": 5})  # only b declares 'scale': b and its dependent c re-run
     assert third.ran == ["02_b", "03_c"] and third.skipped == ["01_a"]
     assert _work(tmp_path) == ["02_b", "03_c"]
     assert (run_dir / "03_c" / "value.txt").read_text(encoding="utf-8") == str(1 * 5 + 100)
     prov = json.loads((run_dir / "provenance.json").read_text(encoding="utf-8"))
     assert prov["stages"]["01_a"]["last_action"] == "skipped" and prov["stages"]["02_b"]["parameters"]["scale"] == 5
+    assert prov["git"] == {"commit": "c0ffee", "dirty": True}
+    assert prov["stages"]["02_b"]["git"] == {"commit": "c0ffee", "dirty": True}
+    assert prov["stages"]["01_a"]["git"] == first_git and first_git != prov["git"]
 
     fourth = _run(tmp_path, params={"scale": 5, "03_c.fail": False}, stages=["03"], force=True)
     assert fourth.ran == ["03_c"]  # --stages + --force: only that stage

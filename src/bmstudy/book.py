@@ -274,7 +274,7 @@ def source_line(item: Mapping[str, Any], provenance: Mapping[str, Any]) -> str:
 
     stage = item["stage"]
     entry = (provenance.get("stages") or {}).get(stage, {})
-    git = provenance.get("git") or {}
+    git = entry.get("git") or provenance.get("git") or {}  # the commit the stage executed with
     data = f"{stage}/{SUMMARY_DIR}/{item['path'].stem}{'.csv' if item['kind'] == 'table' else '.png'}"
     parts = [f"file {code(data)}", f"notebook {code(stage + '.ipynb')}"]
     if entry.get("finished"):
@@ -339,17 +339,19 @@ def provenance_page(run_dir: PathLike) -> str:
     git = prov.get("git") or {}
     man = prov.get("manifest") or {}
     rows = [("Run", prov.get("run")), ("Profile", prov.get("profile")),
-            ("Git commit", f"{git.get('commit')}" + (" (uncommitted changes)" if git.get("dirty") else "")),
+            ("Git commit (last invocation)", f"{git.get('commit')}" + (" (uncommitted changes)" if git.get("dirty") else "")),
             ("Python", prov.get("python")), ("Platform", prov.get("platform")),
             ("Data manifest", man.get("path") or man.get("source")), ("Manifest SHA-256", man.get("sha256")),
             ("User parameters", json.dumps(prov.get("user_parameters") or {})),
             ("Last updated", prov.get("updated"))]
     lines += [_kv_table(rows), "", "## Stages", "",
               "<table class=\"bm-prov\"><thead><tr><th>stage</th><th>status</th><th>last action</th>"
-              "<th>started (UTC)</th><th>finished (UTC)</th><th>seconds</th><th>fingerprint</th></tr></thead><tbody>"]
+              "<th>started (UTC)</th><th>finished (UTC)</th><th>seconds</th><th>fingerprint</th><th>commit</th></tr></thead><tbody>"]
     for name, st in (prov.get("stages") or {}).items():
+        sgit = st.get("git") or {}
+        commit = str(sgit.get("commit") or "")[:10] + (" (uncommitted changes)" if sgit.get("dirty") else "")
         cells = [name, st.get("status"), st.get("last_action"), st.get("started"), st.get("finished"),
-                 st.get("seconds"), str(st.get("fingerprint", ""))[:12]]
+                 st.get("seconds"), str(st.get("fingerprint", ""))[:12], commit]
         lines.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
     lines += ["</tbody></table>", "", "## Parameters per stage", ""]
     for name, st in (prov.get("stages") or {}).items():

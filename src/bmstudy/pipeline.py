@@ -388,7 +388,8 @@ def run_study(
         entry = {"fingerprint": fingerprints[s.name], "notebook": str(nb_dir / s.notebook),
                  "parameters": stage_params[s.name], "started": _now(), "finished": None,
                  "notebook_defaults": {k: v for k, v in declared[s.name].items() if k not in stage_params[s.name]},
-                 "status": "running", "last_action": "ran", "reason": why}
+                 "status": "running", "last_action": "ran", "reason": why,
+                 "git": provenance["git"]}  # the code this execution ran; the run-level "git" is the last invocation's
         provenance["stages"][s.name] = entry
         save_provenance()
         log.info("stage %s: running %s (%s)", s.name, nb_dir / s.notebook, why)
