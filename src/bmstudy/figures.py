@@ -191,7 +191,9 @@ def figure4_subgroups(
     splits = [s for s in splits if (df["split"] == s).any()]
     if not splits:
         raise ValueError("figure4_subgroups: no rows in the requested splits")
-    fig = Figure(figsize=(max(8.0, 1.3 * len(metrics)) + 3.0, 3.0 * len(bys)), layout="constrained")
+    # sized to stay legible at the book's page width (~750 px): short legend labels, 9-10 pt text
+    fig = Figure(figsize=(max(7.0, 1.0 * len(metrics)) + 2.4, 2.9 * len(bys)), layout="constrained")
+    short = {"test": "Test", "external": "Validation"}
     axes = fig.subplots(len(bys), 1, squeeze=False)[:, 0]
     x = np.arange(len(metrics))
     for p, (by, ax) in enumerate(zip(bys, axes)):
@@ -209,13 +211,14 @@ def figure4_subgroups(
                     q1[m_i], med[m_i], q3[m_i] = np.percentile(vals, [25, 50, 75])
             yerr = np.vstack([med - q1, q3 - med])
             ax.bar(x - 0.4 + width * (h + 0.5), med, width, yerr=yerr,  # NaN (empty subgroup): no bar
-                   capsize=2, color=colors[h], label=f"{SET_LABELS.get(s, s)}: {lab} (n={len(sub)})",
+                   capsize=2, color=colors[h], label=f"{short.get(s, SET_LABELS.get(s, s))}: {lab} (n={len(sub)})",
                    error_kw={"elinewidth": 0.8})
-        ax.set_xticks(x, [METRIC_LABELS.get(m, m) for m in metrics])
+        ax.set_xticks(x, [METRIC_LABELS.get(m, m).replace(" Coefficient", "") for m in metrics], fontsize=10)
+        ax.tick_params(axis="y", labelsize=9)
         ax.set_ylim(0, 1.05)
-        ax.set_ylabel("median (IQR)")
-        ax.set_title(f"({chr(65 + p)}) {BY_LABELS.get(by, by)}", loc="left")
-        ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+        ax.set_ylabel("median (IQR)", fontsize=10)
+        ax.set_title(f"({chr(65 + p)}) {BY_LABELS.get(by, by)}", loc="left", fontsize=11)
+        ax.legend(fontsize=9, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
         ax.grid(axis="y", alpha=0.3)
     return _finish(fig, out, **save_kwargs)
 

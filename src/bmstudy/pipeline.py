@@ -370,6 +370,11 @@ def run_study(
         ok, why = up_to_date(s.name)
         if ok and not force:
             log.info("stage %s: skipped (%s)", s.name, why)
+            ran_with = (previous[s.name].get("git") or {}).get("commit")
+            if ran_with and provenance["git"].get("commit") and ran_with != provenance["git"]["commit"]:
+                log.info("stage %s executed with commit %s; the code is now at %s (its notebook and inputs "
+                         "are unchanged; `--stages %s --force` re-runs it with this code)",
+                         s.name, ran_with[:10], provenance["git"]["commit"][:10], s.name)
             result.stages.append(StageResult(s.name, "skipped", fingerprints[s.name], why,
                                              executed_notebook=run_dir / f"{s.name}.ipynb"))
             provenance["stages"][s.name] = {**previous[s.name], "last_action": "skipped"}
