@@ -192,7 +192,7 @@ def figure4_subgroups(
     if not splits:
         raise ValueError("figure4_subgroups: no rows in the requested splits")
     # sized to stay legible at the book's page width (~750 px): short legend labels, 9-10 pt text
-    fig = Figure(figsize=(max(7.0, 1.0 * len(metrics)) + 2.4, 2.9 * len(bys)), layout="constrained")
+    fig = Figure(figsize=(max(6.0, 0.95 * len(metrics)), 3.0 * len(bys)), layout="constrained")
     short = {"test": "Test", "external": "Validation"}
     axes = fig.subplots(len(bys), 1, squeeze=False)[:, 0]
     x = np.arange(len(metrics))
@@ -218,7 +218,8 @@ def figure4_subgroups(
         ax.set_ylim(0, 1.05)
         ax.set_ylabel("median (IQR)", fontsize=10)
         ax.set_title(f"({chr(65 + p)}) {BY_LABELS.get(by, by)}", loc="left", fontsize=11)
-        ax.legend(fontsize=9, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+        ax.legend(fontsize=8.5, loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=2, frameon=False,
+                  borderaxespad=0.2, columnspacing=1.0, handlelength=1.2)  # above the panel: bars keep the width
         ax.grid(axis="y", alpha=0.3)
     return _finish(fig, out, **save_kwargs)
 
