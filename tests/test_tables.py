@@ -193,9 +193,11 @@ def test_paper_table2_and_compare():
 
 
 def test_to_html_and_latex():
-    t = pd.DataFrame({"Metric": ["A_b", "C&D"], "value": [0.12345, 1.5], "p-value": [0.0001, 0.25]})
+    t = pd.DataFrame({"Metric": ["A_b", "C&D"], "value": [0.12345, 1.5], "p-value": [0.0001, 0.25],
+                      "fp_per_patient": [0.5, 1.0]})
     html = tables.to_html(t, "Table X: <demo>")
     assert "&lt;0.001" in html and "0.250" in html and "0.123" in html and "&lt;demo&gt;" in html
+    assert ">fp per patient<" in html and "fp_per_patient" not in html and "A_b" in html  # headers wrap, cells kept
     tex = tables.to_latex(t, "Caption 50% done", label="tab:x")
     assert "\\toprule" in tex and "\\bottomrule" in tex and "\\label{tab:x}" in tex
     assert "A\\_b" in tex and "C\\&D" in tex and "50\\% done" in tex and "$<$0.001" in tex

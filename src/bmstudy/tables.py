@@ -496,7 +496,10 @@ _HTML_STYLES = [
 
 
 def to_html(df: pd.DataFrame, caption: str = "", precision: int = 3) -> str:
-    """Publication-style (booktabs-like) HTML for a table; p-value columns as '<0.001' / '0.173'."""
+    """Publication-style (booktabs-like) HTML for a table; p-value columns as '<0.001' / '0.173'.
+
+    Column headers show ``snake_case`` names with spaces so that they can wrap (narrow book pages)."""
+    df = df.rename(columns=lambda c: c.replace("_", " ") if isinstance(c, str) else c)
     styler = _styler(df, html.escape(caption), precision, escape="html")
     return styler.set_table_styles(_HTML_STYLES).to_html()
 
