@@ -132,7 +132,7 @@ def main() -> int:
                 print(f"{config:26s} skipped: deepbet not installed (pip install torch==2.13.0 deepbet==1.0.2)")
                 continue
             proc = subprocess.run([sys.executable, __file__, "--worker", config, json.dumps(inputs), str(Path(tmp) / "out")],
-                                  capture_output=True, text=True)
+                                  capture_output=True, text=True, encoding="utf-8")
             lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
             if proc.returncode or not lines:
                 print(f"{config:26s} ERROR rc={proc.returncode}: {proc.stderr[-500:]}")

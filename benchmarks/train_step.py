@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for s, b, mp in runs:
         cmd = [sys.executable, __file__, "--_child", json.dumps([s, b, args.steps, mp])]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8")
         line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
         if proc.returncode != 0 or line is None:
             res = {"patch": s, "batch": b, "mixed_precision": mp, "error": (proc.stderr or "")[-500:]}

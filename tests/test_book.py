@@ -166,6 +166,6 @@ def test_chromium_screenshot_of_results_page(built, tmp_path):
     assert img.shape == (1400, 1280, 3)
     magenta = np.all(img == MAGENTA, axis=-1)
     assert magenta.sum() > 2000, "the published figure (a magenta square) is not visible in the screenshot"
-    dom = subprocess.run([str(CHROMIUM), *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120,
+    dom = subprocess.run([str(CHROMIUM), *flags, "--dump-dom", url], capture_output=True, text=True, encoding="utf-8", timeout=120,
                          check=True).stdout
     assert "<table" in dom and "0.821 (0.674, 0.882)" in dom

@@ -72,15 +72,15 @@ def test_volumentations_is_the_3d_library():
 def test_onednn_switch_set_before_tensorflow():
     code = ("import os, sys; os.environ.pop('TF_ENABLE_ONEDNN_OPTS', None); import bmstudy; "
             "assert 'tensorflow' not in sys.modules; print(os.environ['TF_ENABLE_ONEDNN_OPTS'])")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, encoding="utf-8", check=True)
     assert out.stdout.strip() == "1"
 
 
 def test_cli_help_is_fast_and_lists_stages():
     code = "import sys; from bmstudy.cli import build_parser; build_parser(); print('tensorflow' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, encoding="utf-8", check=True)
     assert out.stdout.strip() == "False", "a stage module imports tensorflow at module level"
-    help_text = subprocess.run([sys.executable, "-m", "bmstudy", "--help"], capture_output=True, text=True).stdout
+    help_text = subprocess.run([sys.executable, "-m", "bmstudy", "--help"], capture_output=True, text=True, encoding="utf-8").stdout
     for cmd in ("validate", "split"):
         assert cmd in help_text
 
