@@ -282,7 +282,7 @@ def source_line(item: Mapping[str, Any], provenance: Mapping[str, Any]) -> str:
     if entry.get("fingerprint"):
         parts.append(f"inputs fingerprint {code(str(entry['fingerprint'])[:12])}")
     if git.get("commit"):
-        parts.append(f"commit {code(str(git['commit'])[:10])}" + (" (uncommitted changes)" if git.get("dirty") else ""))
+        parts.append(f"commit {code(str(git['commit'])[:10])}" + _dirty_suffix(git))
     return "<p class=\"bm-source\"><small>Source: " + ", ".join(parts) + ".</small></p>"
 
 
@@ -339,7 +339,7 @@ def provenance_page(run_dir: PathLike) -> str:
     git = prov.get("git") or {}
     man = prov.get("manifest") or {}
     rows = [("Run", prov.get("run")), ("Profile", prov.get("profile")),
-            ("Git commit (last invocation)", f"{git.get('commit')}" + (" (uncommitted changes)" if git.get("dirty") else "")),
+            ("Git commit (last invocation)", f"{git.get('commit')}" + _dirty_suffix(git)),
             ("Python", prov.get("python")), ("Platform", prov.get("platform")),
             ("Data manifest", man.get("path") or man.get("source")), ("Manifest SHA-256", man.get("sha256")),
             ("User parameters", json.dumps(prov.get("user_parameters") or {})),
@@ -349,9 +349,9 @@ def provenance_page(run_dir: PathLike) -> str:
               "<th>started (UTC)</th><th>finished (UTC)</th><th>seconds</th><th>fingerprint</th><th>commit</th></tr></thead><tbody>"]
     for name, st in (prov.get("stages") or {}).items():
         sgit = st.get("git") or {}
-        commit = str(sgit.get("commit") or "")[:10] + (" (uncommitted changes)" if sgit.get("dirty") else "")
         cells = [name, st.get("status"), st.get("last_action"), st.get("started"), st.get("finished"),
-                 st.get("seconds"), str(st.get("fingerprint", ""))[:12], commit]
+                 st.get("seconds"), str(st.get("fingerprint", ""))[:12],
+                 str(sgit.get("commit") or "")[:10] + _dirty_suffix(sgit)]
         lines.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
     lines += ["</tbody></table>", "", "## Parameters per stage", ""]
     for name, st in (prov.get("stages") or {}).items():
@@ -359,6 +359,11 @@ def provenance_page(run_dir: PathLike) -> str:
                   "```", ""]
     lines += ["## Package versions", "", _kv_table(sorted((prov.get("packages") or {}).items())), ""]
     return "\n".join(lines)
+
+
+def _dirty_suffix(git: Mapping[str, Any]) -> str:
+    """' (uncommitted changes)' when a provenance ``git`` record says the tree was dirty."""
+    return " (uncommitted changes)" if git.get("dirty") else ""
 
 
 def _kv_table(rows: Sequence[tuple[Any, Any]]) -> str:
