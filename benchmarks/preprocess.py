@@ -92,7 +92,7 @@ def peak_rss_mb() -> float:
 
 
 def worker(config: str, inputs_json: str, out_dir: str) -> None:
-    from bmstudy.preprocess import PreprocessParams, preprocess_case
+    from bmstudy.preprocessing.cohort import PreprocessParams, preprocess_case
 
     if CONFIGS[config]["skull_strip"] == "deepbet":
         import torch  # noqa: F401  (count the library import in the baseline, not in the case)
@@ -120,7 +120,7 @@ def main() -> int:
     if args.worker:
         worker(*args.worker)
         return 0
-    from bmstudy.skullstrip import deepbet_available
+    from bmstudy.preprocessing.skullstrip import deepbet_available
 
     with tempfile.TemporaryDirectory(prefix="bmstudy_bench_") as tmp:
         inputs = make_inputs(Path(tmp), args.image, args.brain)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bmstudy.synthetic import generate_cohort, get_profile
+from bmstudy.synthetic.cohort import generate_cohort, get_profile
 
 
 def _mb(folder: Path, pattern: str = "**/*") -> float:

@@ -29,7 +29,7 @@ def _one(patch: int, batch: int, steps: int, mixed: bool) -> dict:
     import keras
     import tensorflow as tf
 
-    from bmstudy.model import build_model, dice_score, make_loss
+    from bmstudy.training.model import build_model, dice_score, make_loss
 
     gpus = tf.config.list_physical_devices("GPU")
     if mixed and gpus:
@@ -42,7 +42,7 @@ def _one(patch: int, batch: int, steps: int, mixed: bool) -> dict:
     x = rng.normal(size=(batch, patch, patch, patch, 1)).astype(np.float32)
     g = np.stack(np.meshgrid(*[np.arange(patch)] * 3, indexing="ij"), -1)
     y = (((g - patch / 2) ** 2).sum(-1) < (patch / 6) ** 2).astype(np.float32)[None, ..., None].repeat(batch, 0)
-    # model.fit over a tf.data pipeline, as bmstudy.train does: Keras 3's train_on_batch with numpy
+    # model.fit over a tf.data pipeline, as bmstudy.training.loop does: Keras 3's train_on_batch with numpy
     # arrays takes a ~3x slower path on CPU (measured 14.5 vs 4.6 s/step at 64^3 batch 2)
     ds = tf.data.Dataset.from_tensors((x, y)).repeat().prefetch(1)
     times: list[float] = []
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         print("RESULT " + json.dumps(_one(patch, batch, steps, mixed)), flush=True)
         return 0
 
-    from bmstudy.train import TrainConfig
+    from bmstudy.training.loop import TrainConfig
 
     cpu_batch = TrainConfig.from_profile("cpu").batch_size
     paper_batch = TrainConfig.from_profile("paper").batch_size

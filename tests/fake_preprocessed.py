@@ -1,4 +1,4 @@
-"""A tiny fake preprocessed cohort in the ``bmstudy.preprocess`` output format (for data/train tests)."""
+"""A tiny fake preprocessed cohort in the ``bmstudy.preprocessing.cohort`` output format (for data/train tests)."""
 from __future__ import annotations
 
 import json

@@ -1,4 +1,4 @@
-"""bmstudy.book: the offline Jupyter Book built from a run's executed notebooks.
+"""bmstudy.reporting.book: the offline Jupyter Book built from a run's executed notebooks.
 
 The book is built once (module fixture, ~10 s) from a dummy run whose "executed" notebooks are written
 with nbformat (outputs included), so no kernel or TensorFlow is needed.
@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bmstudy import book as bk
+from bmstudy.reporting import book as bk
 
 CHROMIUM = Path("/usr/bin/chromium")
 MAGENTA = (255, 0, 255)

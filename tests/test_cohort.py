@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bmstudy.cohort import systematic_split
+from bmstudy.io.split import systematic_split
 
 
 def _cohort(n_int: int, n_ext: int) -> pd.DataFrame:

@@ -1,10 +1,10 @@
-"""Patch sampler, augmentation and tf.data pipeline (bmstudy.data)."""
+"""Patch sampler, augmentation and tf.data pipeline (bmstudy.training.data)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from bmstudy.data import (AugmentParams, Case, PatchSampler, augment, extract_patch, lesion_components,
+from bmstudy.training.data import (AugmentParams, Case, PatchSampler, augment, extract_patch, lesion_components,
                           load_cases, load_preprocessed_case, make_dataset, sample_patch_start)
 from fake_preprocessed import make_case, write_cohort
 

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import f1_score, roc_auc_score
 
-from bmstudy import evaluate as E
-from bmstudy.manifest import validate_manifest, write_manifest
+from bmstudy.evaluation import evaluate as E
+from bmstudy.io.manifest import validate_manifest, write_manifest
 
 SHAPE = (16, 16, 12)
 AFFINE = np.diag([1.0, 1.0, 2.0, 1.0])  # anisotropic spacing: 1 x 1 x 2 mm
@@ -234,8 +234,10 @@ def test_tiny_cohort_end_to_end(tiny_cohort, tmp_path):
     """Synthetic cohort -> smoothed-truth 'predictions' -> evaluate -> tables and figures."""
     from scipy import ndimage
 
-    from bmstudy import figures, tables
-    from bmstudy.manifest import load_manifest
+    from bmstudy.reporting import figures as figures
+
+    from bmstudy.reporting import tables as tables
+    from bmstudy.io.manifest import load_manifest
 
     manifest = load_manifest(tiny_cohort)
     preds = tmp_path / "preds"

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 from matplotlib.container import BarContainer, ErrorbarContainer
 
-from bmstudy import figures
-from bmstudy.evaluate import METRICS
+from bmstudy.reporting import figures as figures
+from bmstudy.evaluation.evaluate import METRICS
 
 
 def _results(seed: int = 0) -> pd.DataFrame:

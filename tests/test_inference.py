@@ -1,4 +1,4 @@
-"""Tests for bmstudy.inference: sliding-window stitching (numpy only) and the per-case pipeline."""
+"""Tests for bmstudy.inference.predictor: sliding-window stitching (numpy only) and the per-case pipeline."""
 from __future__ import annotations
 
 import itertools
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from bmstudy.inference import (
+from bmstudy.inference.predictor import (
     _coverage,
     gaussian_profile,
     sliding_window_predict,
@@ -276,7 +276,7 @@ def config():
 def test_predict_case_writes_mask_and_prob_in_input_grid(tmp_path, config):
     import nibabel as nib
 
-    from bmstudy.inference import predict_case
+    from bmstudy.inference.predictor import predict_case
 
     truth = write_case(tmp_path / "p1.nii.gz")
     # a brain mask in the input grid (the 'mask' skull-strip backend), as the manifest's brain_mask
@@ -312,7 +312,7 @@ def test_predict_case_restricts_probabilities_to_the_brain(tmp_path, config):
     """A 'network' that fires everywhere: outside the brain mask the output is 0 unless disabled."""
     import nibabel as nib
 
-    from bmstudy.inference import predict_case
+    from bmstudy.inference.predictor import predict_case
 
     write_case(tmp_path / "p1.nii.gz")
     img = nib.load(str(tmp_path / "p1.nii.gz"))
@@ -339,7 +339,7 @@ def test_predict_cohort_reports_failures_and_completes_others(tmp_path, config):
     import nibabel as nib
     import pandas as pd
 
-    from bmstudy.inference import TIMING_COLUMNS, predict_cohort
+    from bmstudy.inference.predictor import TIMING_COLUMNS, predict_cohort
 
     src = tmp_path / "in"
     src.mkdir()
@@ -371,7 +371,7 @@ def test_predict_cohort_rerun_skips_finished_unless_forced(tmp_path, config):
 
     import pandas as pd
 
-    from bmstudy.inference import predict_cohort
+    from bmstudy.inference.predictor import predict_cohort
 
     rows = []
     for i, split in enumerate(["test", "train", "external"]):
@@ -414,7 +414,7 @@ def test_predict_cohort_rerun_skips_finished_unless_forced(tmp_path, config):
 def test_cli_arguments_parse():
     import argparse
 
-    from bmstudy.inference import _cli_window, add_cli_arguments
+    from bmstudy.inference.predictor import _cli_window, add_cli_arguments
 
     p = argparse.ArgumentParser()
     add_cli_arguments(p)
@@ -433,8 +433,8 @@ def test_cli_predict_with_a_saved_keras_model(tmp_path):
     import nibabel as nib
 
     from bmstudy.cli import main
-    from bmstudy.inference import make_predict_fn
-    from bmstudy.model import build_model
+    from bmstudy.inference.predictor import make_predict_fn
+    from bmstudy.training.model import build_model
 
     model_dir = tmp_path / "model"
     model_dir.mkdir()
@@ -465,7 +465,7 @@ def test_cli_predict_with_a_saved_keras_model(tmp_path):
 
 
 def test_predict_case_rejects_logits(tmp_path, config):
-    from bmstudy.inference import predict_case
+    from bmstudy.inference.predictor import predict_case
 
     write_case(tmp_path / "p.nii.gz")
     with pytest.raises(ValueError, match="probabilities in \\[0, 1\\]"):
@@ -477,9 +477,9 @@ def test_predict_cohort_on_tiny_manifest_feeds_evaluate(tiny_cohort, tmp_path):
     """Manifest csv in (brain masks from the manifest, splits test+external); evaluate reads the outputs."""
     import pandas as pd
 
-    from bmstudy.evaluate import evaluate_cohort
-    from bmstudy.inference import predict_cohort
-    from bmstudy.manifest import load_manifest
+    from bmstudy.evaluation.evaluate import evaluate_cohort
+    from bmstudy.inference.predictor import predict_cohort
+    from bmstudy.io.manifest import load_manifest
 
     manifest = load_manifest(tiny_cohort)
     expected = manifest.loc[manifest["split"].isin(["test", "external"]), "patient_id"].tolist()

@@ -1,4 +1,4 @@
-"""bmstudy.io: readers for NIfTI / NRRD / MHA / DICOM series, canonical orientation, input errors."""
+"""bmstudy.io.volumes: readers for NIfTI / NRRD / MHA / DICOM series, canonical orientation, input errors."""
 from __future__ import annotations
 
 import gzip
@@ -7,10 +7,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from bmstudy.io import (VolumeError, canonical_to_source, fingerprint_unchanged, input_fingerprint, read_volume,
+from bmstudy.io.volumes import (VolumeError, canonical_to_source, fingerprint_unchanged, input_fingerprint, read_volume,
                         write_volume)
 
-SimpleITK = pytest.importorskip("SimpleITK", reason="SimpleITK is a core dependency of bmstudy.io")
+SimpleITK = pytest.importorskip("SimpleITK", reason="SimpleITK is a core dependency of bmstudy.io.volumes")
 
 
 def lps_affine(spacing=(0.9, 0.9, 1.5), origin=(100.0, 120.0, -60.0)) -> np.ndarray:

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bmstudy.manifest import REQUIRED_COLUMNS, ManifestError, load_manifest, validate_manifest, write_manifest
+from bmstudy.io.manifest import REQUIRED_COLUMNS, ManifestError, load_manifest, validate_manifest, write_manifest
 
 
 def _make(tmp_path: Path, n: int = 4) -> Path:

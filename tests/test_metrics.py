@@ -1,4 +1,4 @@
-"""bmstudy.metrics against scikit-learn, brute force and hand-built lesion volumes."""
+"""bmstudy.evaluation.voxel against scikit-learn, brute force and hand-built lesion volumes."""
 from __future__ import annotations
 
 import math
@@ -9,8 +9,8 @@ import pytest
 from scipy import ndimage
 from sklearn import metrics as skm
 
-from bmstudy import metrics as M
-from bmstudy.stats import auc_from_hist
+from bmstudy.evaluation import voxel as M
+from bmstudy.statistics.rank import auc_from_hist
 
 
 def _sk(prob: np.ndarray, truth: np.ndarray, threshold: float = 0.5) -> dict[str, float]:

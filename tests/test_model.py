@@ -1,10 +1,10 @@
-"""3D U-Net builder, loss and loading (bmstudy.model)."""
+"""3D U-Net builder, loss and loading (bmstudy.training.model)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from bmstudy.model import build_model, check_patch_size, dice_bce_numpy, load_trained
+from bmstudy.training.model import build_model, check_patch_size, dice_bce_numpy, load_trained
 
 
 def test_patch_size_validation():
@@ -31,7 +31,7 @@ def test_load_trained_missing_folder(tmp_path):
 
 @pytest.mark.slow
 def test_model_at_cpu_profile_size_shape_range_and_decoder_dropout():
-    from bmstudy.model import decoder_dropout_layers
+    from bmstudy.training.model import decoder_dropout_layers
 
     model = build_model(64, decoder_dropout=0.3)
     assert model.input_shape == (None, 64, 64, 64, 1)
@@ -77,7 +77,7 @@ def test_encoder_weights_loaded_from_local_h5(tmp_path):
 
 @pytest.mark.slow
 def test_loss_equals_numpy_reference():
-    from bmstudy.model import make_loss
+    from bmstudy.training.model import make_loss
 
     rng = np.random.default_rng(0)
     loss = make_loss()

@@ -8,7 +8,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from bmstudy import pipeline
+from bmstudy.study import runner as pipeline
 
 NB_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = sorted(NB_DIR.glob("*.ipynb"))

@@ -1,4 +1,4 @@
-"""bmstudy.pipeline: papermill execution, skip / re-run logic, failure reporting, provenance.
+"""bmstudy.study.runner: papermill execution, skip / re-run logic, failure reporting, provenance.
 
 Uses tiny dummy notebooks (no TensorFlow); each executed notebook costs one kernel start (~5 s).
 """
@@ -10,8 +10,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from bmstudy import pipeline
-from bmstudy.pipeline import Stage, StageError, notebook_source_hash, parse_param, run_study
+from bmstudy.study import runner as pipeline
+from bmstudy.study.runner import Stage, StageError, notebook_source_hash, parse_param, run_study
 
 STAGES = (
     Stage("01_a", "01_a.ipynb"),
@@ -208,7 +208,7 @@ def test_tiny_study_end_to_end(tmp_path, repo_root):
     """The real study notebooks, tiny profile: papermill run, book build, HTML content, then a no-op re-run."""
     import shutil
 
-    from bmstudy.book import build_book, remote_assets
+    from bmstudy.reporting.book import build_book, remote_assets
 
     res = run_study("ci", "tiny", runs_dir=tmp_path / "runs", log_output=False)
     assert res.ran == [s.name for s in pipeline.STAGES]

@@ -1,4 +1,4 @@
-"""bmstudy.preprocess: alignment checks, resampling round trips, Z-score, cohort report, caching, QC, CLI."""
+"""bmstudy.preprocessing.cohort: alignment checks, resampling round trips, Z-score, cohort report, caching, QC, CLI."""
 from __future__ import annotations
 
 import json
@@ -11,9 +11,9 @@ import pytest
 from nibabel.processing import resample_from_to
 from scipy import ndimage
 
-from bmstudy import preprocess as pp
-from bmstudy.io import VolumeError
-from bmstudy.preprocess import (AlignmentError, MaskValueError, PreprocessParams, load_case, preprocess_cohort,
+from bmstudy.preprocessing import cohort as pp
+from bmstudy.io.volumes import VolumeError
+from bmstudy.preprocessing.cohort import (AlignmentError, MaskValueError, PreprocessParams, load_case, preprocess_cohort,
                                 preprocess_image, restore_to_input, save_like_input)
 
 SHAPE = (40, 44, 24)
@@ -249,7 +249,7 @@ def test_cohort_excludes_bad_cases_and_continues(tmp_path):
 
 
 def test_alignment_tolerance():
-    from bmstudy.io import Volume
+    from bmstudy.io.volumes import Volume
 
     def vol(aff):
         return Volume(np.zeros((2, 2, 2)), aff, aff, (2, 2, 2), Path("x.nii"), "nifti")
@@ -388,7 +388,7 @@ def test_real_round_trip_and_label4_volume(real_cases, tmp_path):
 
 def test_synthetic_tiny_cohort(tiny_cohort, tmp_path):
     """The synthetic cohort (brain_mask column -> 'auto' uses it) preprocesses cleanly with defaults."""
-    from bmstudy.manifest import load_manifest
+    from bmstudy.io.manifest import load_manifest
 
     df = load_manifest(tiny_cohort)
     rep = preprocess_cohort(df, tmp_path / "out", PreprocessParams(), n_jobs=2, progress=False)
@@ -405,7 +405,7 @@ def test_synthetic_tiny_cohort(tiny_cohort, tmp_path):
 
 def test_oblique_and_nrrd_inputs_round_trip(tmp_path):
     """An oblique RAS-rotated grid and the same data as NRRD give identical outputs and exact restores."""
-    from bmstudy.io import write_volume
+    from bmstudy.io.volumes import write_volume
 
     th = np.deg2rad(10.0)
     aff = lps_affine()
@@ -422,7 +422,7 @@ def test_oblique_and_nrrd_inputs_round_trip(tmp_path):
     for arr, rec, name in ((a, rec_a, "a.nii.gz"), (b, rec_b, "b.nrrd")):
         back = restore_to_input(arr, rec, order=3)
         out = save_like_input(back, rec, tmp_path / name, np.float32)
-        from bmstudy.io import read_volume
+        from bmstudy.io.volumes import read_volume
 
         vol = read_volume(out)
         assert vol.source_shape == img.shape

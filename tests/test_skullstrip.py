@@ -1,4 +1,4 @@
-"""bmstudy.skullstrip: backend selection, provided masks, SynthStrip wiring and errors, deepbet (optional)."""
+"""bmstudy.preprocessing.skullstrip: backend selection, provided masks, SynthStrip wiring and errors, deepbet (optional)."""
 from __future__ import annotations
 
 import stat
@@ -8,8 +8,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from bmstudy import skullstrip as ss
-from bmstudy.io import VolumeError, read_volume
+from bmstudy.preprocessing import skullstrip as ss
+from bmstudy.io.volumes import VolumeError, read_volume
 
 
 def _image(tmp_path, shape=(20, 22, 18)):
@@ -110,7 +110,7 @@ def test_synthstrip_runs_external_command(no_synthstrip, tmp_path, monkeypatch):
 
 
 def test_preprocess_with_synthstrip_backend(no_synthstrip, tmp_path):
-    from bmstudy.preprocess import PreprocessParams, preprocess_image
+    from bmstudy.preprocessing.cohort import PreprocessParams, preprocess_image
 
     _fake_tool(no_synthstrip, "mri_synthstrip", FAKE_STRIP)
     path, _ = _image(tmp_path)

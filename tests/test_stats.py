@@ -1,4 +1,4 @@
-"""bmstudy.stats against R's documented values, pROC's test-suite, brute force and scipy."""
+"""bmstudy.statistics.rank against R's documented values, pROC's test-suite, brute force and scipy."""
 from __future__ import annotations
 
 import itertools
@@ -10,7 +10,7 @@ import pytest
 from scipy import stats as sps
 from sklearn.metrics import roc_auc_score
 
-from bmstudy import stats as S
+from bmstudy.statistics import rank as S
 
 # Hollander & Wolfe (1973), p. 69: R's ?wilcox.test two-sample example
 HW_X = [0.80, 0.83, 1.89, 1.04, 1.45, 1.38, 1.91, 1.64, 0.73, 1.46]
@@ -244,7 +244,7 @@ def test_delong_fast_equals_slow_reference_with_ties():
 
 
 def test_delong_hist_equals_array_version_on_quantised_scores():
-    from bmstudy.metrics import score_histogram
+    from bmstudy.evaluation.voxel import score_histogram
 
     rng = np.random.default_rng(9)
     ya = rng.random(5000) < 0.1

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from scipy import ndimage, stats
 
-from bmstudy.manifest import REQUIRED_COLUMNS, load_manifest
-from bmstudy.synthetic import (
+from bmstudy.io.manifest import REQUIRED_COLUMNS, load_manifest
+from bmstudy.synthetic.cohort import (
     PATTERNS, cohort_table, generate_cohort, get_profile, plan_case, plan_cohort, render_case,
 )
 
@@ -270,7 +270,7 @@ def test_committed_manifest_matches_generator(repo_root):
 def test_rerun_skips_and_force_rerenders(tmp_path):
     import argparse
 
-    from bmstudy import synthetic
+    from bmstudy.synthetic import cohort as synthetic
 
     parser = argparse.ArgumentParser()
     synthetic.add_cli_arguments(parser)

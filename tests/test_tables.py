@@ -6,8 +6,10 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from bmstudy import stats, tables
-from bmstudy.evaluate import METRICS
+from bmstudy.statistics import rank as stats
+
+from bmstudy.reporting import tables as tables
+from bmstudy.evaluation.evaluate import METRICS
 
 
 def _results(seed: int = 0) -> pd.DataFrame:
@@ -217,7 +219,7 @@ def test_lesion_detection_table():
     })
     t = tables.lesion_detection_table(lesions)
     assert set(t["split"]) == {"test", "external"}
-    from bmstudy.metrics import lesion_summary_by_size
+    from bmstudy.evaluation.voxel import lesion_summary_by_size
 
     ref = lesion_summary_by_size(lesions[lesions["split"] == "test"].drop(columns=["split"]))
     got = t[t["split"] == "test"].drop(columns=["split"]).reset_index(drop=True)

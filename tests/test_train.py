@@ -1,4 +1,4 @@
-"""Training profiles, case selection and the resumable training loop (bmstudy.train)."""
+"""Training profiles, case selection and the resumable training loop (bmstudy.training.loop)."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bmstudy.train import TrainConfig, select_training_cases, split_validation
+from bmstudy.training.loop import TrainConfig, select_training_cases, split_validation
 from fake_preprocessed import PARAMS, write_cohort
 
 
@@ -48,7 +48,7 @@ def test_case_selection_and_validation_split(tmp_path):
 
 def test_cli_arguments_map_to_config():
     from bmstudy.cli import build_parser
-    from bmstudy.train import config_from_args
+    from bmstudy.training.loop import config_from_args
 
     args = build_parser().parse_args(["train", "--preprocessed", "p", "--manifest", "m.csv", "--out", "o",
                                       "--profile", "paper", "--patch-size", "64", "--epochs", "3"])
@@ -61,8 +61,8 @@ def test_cli_arguments_map_to_config():
 def test_train_kill_and_resume_continues_checkpoint(tmp_path):
     import keras
 
-    from bmstudy.model import load_trained
-    from bmstudy.train import train
+    from bmstudy.training.model import load_trained
+    from bmstudy.training.loop import train
 
     data = tmp_path / "pre"
     manifest = write_cohort(data, n=3)

@@ -11,15 +11,15 @@ import sys
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "synth": ("bmstudy.synthetic", "generate the synthetic BM cohort and its manifest"),
-    "validate": ("bmstudy.manifest", "validate a data manifest"),
-    "split": ("bmstudy.cohort", "80/20 systematic-sampling split of the internal site"),
-    "preprocess": ("bmstudy.preprocess", "alignment check, resampling, skull stripping, Z-score, QC"),
-    "train": ("bmstudy.train", "train the 3D U-Net (ResNet-34 encoder)"),
-    "predict": ("bmstudy.inference", "sliding-window prediction; masks back in the input's space"),
-    "evaluate": ("bmstudy.evaluate", "per-patient and lesion-wise metrics for a prediction folder"),
-    "run": ("bmstudy.pipeline", "run the study notebooks with papermill into runs/<name>/"),
-    "book": ("bmstudy.book", "build the Jupyter Book HTML report from a run"),
+    "synth": ("bmstudy.synthetic.cohort", "generate the synthetic BM cohort and its manifest"),
+    "validate": ("bmstudy.io.manifest", "validate a data manifest"),
+    "split": ("bmstudy.io.split", "80/20 systematic-sampling split of the internal site"),
+    "preprocess": ("bmstudy.preprocessing.cohort", "alignment check, resampling, skull stripping, Z-score, QC"),
+    "train": ("bmstudy.training.loop", "train the 3D U-Net (ResNet-34 encoder)"),
+    "predict": ("bmstudy.inference.predictor", "sliding-window prediction; masks back in the input's space"),
+    "evaluate": ("bmstudy.evaluation.evaluate", "per-patient and lesion-wise metrics for a prediction folder"),
+    "run": ("bmstudy.study.runner", "run the study notebooks with papermill into runs/<name>/"),
+    "book": ("bmstudy.reporting.book", "build the Jupyter Book HTML report from a run"),
 }
 
 

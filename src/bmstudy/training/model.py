@@ -27,7 +27,7 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from .utils import PathLike
+from ..utils import PathLike
 
 DECODER_FILTERS: tuple[int, ...] = (256, 128, 64, 32, 16)
 DIVISOR = 32  # five stride-2 stages in the encoder
@@ -36,15 +36,7 @@ ENCODER_NAME = "encoder"
 _LOSS_CLASS: Any = None
 
 
-def check_patch_size(patch_size: int | Sequence[int]) -> tuple[int, int, int]:
-    """Return ``patch_size`` as a 3-tuple of ints; each must be a positive multiple of 32."""
-    if isinstance(patch_size, (int,)) and not isinstance(patch_size, bool):
-        size = (int(patch_size),) * 3
-    else:
-        size = tuple(int(s) for s in patch_size)  # type: ignore[union-attr]
-    if len(size) != 3 or any(s <= 0 or s % DIVISOR for s in size):
-        raise ValueError(f"patch_size must be 3 positive multiples of {DIVISOR} (the encoder downsamples 32x); got {patch_size!r}")
-    return size  # type: ignore[return-value]
+from ..plan import check_patch_size  # noqa: E402
 
 
 def build_model(
@@ -221,7 +213,7 @@ def load_trained(model_dir: PathLike, which: str = "best") -> tuple[Any, dict[st
     """Load a trained model and its ``train_config.json`` from a ``train()`` output folder.
 
     Args:
-        model_dir: folder written by :func:`bmstudy.train.train`.
+        model_dir: folder written by :func:`bmstudy.training.loop.train`.
         which: ``"best"`` (``model_best.keras``) or ``"last"`` (``checkpoint/last.keras``).
     Returns:
         ``(model, config)``; the model is loaded without compiling (inference only).

@@ -30,12 +30,12 @@ from typing import Any
 
 import numpy as np
 
-from .io import VolumeError, read_volume, write_volume
-from .utils import PathLike, get_logger
+from ..io.volumes import VolumeError, read_volume, write_volume
+from ..utils import PathLike, get_logger
 
 log = get_logger(__name__)
 
-BACKENDS: tuple[str, ...] = ("auto", "mask", "none", "deepbet", "synthstrip")
+from ..plan import SKULL_STRIP_BACKENDS as BACKENDS
 SYNTHSTRIP_ENV = "BMSTUDY_SYNTHSTRIP_MODEL"
 SYNTHSTRIP_HELP = (
     "SynthStrip needs either the FreeSurfer binary `mri_synthstrip` on PATH, or `pip install "
@@ -79,7 +79,7 @@ def brain_mask(image: np.ndarray, affine: np.ndarray, backend: str, *, brain_mas
                case: str | None = None, synthstrip_model: PathLike | None = None, threads: int | None = None) -> np.ndarray:
     """Brain mask (uint8, same grid as ``image``) from the chosen backend.
 
-    ``image`` must be canonical RAS+ (as from :func:`bmstudy.io.read_volume`). For ``'mask'`` the
+    ``image`` must be canonical RAS+ (as from :func:`bmstudy.io.volumes.read_volume`). For ``'mask'`` the
     caller checks alignment; here the provided mask is only read (``brain_mask_path``) and binarised (> 0).
     """
     backend = resolve_backend(backend, brain_mask_path is not None)

@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .evaluate import METRICS
-from .tables import BY_LABELS, GROUP_LEVELS, METRIC_LABELS, SET_LABELS
-from .utils import PathLike, atomic_path
+from ..evaluation.evaluate import METRICS
+from ..reporting.tables import BY_LABELS, GROUP_LEVELS, METRIC_LABELS, SET_LABELS
+from ..utils import PathLike, atomic_path
 
 __all__ = [
     "save_figure", "largest_lesion_slice", "load_overlay_cases", "figure3_overlays", "figure4_subgroups",
@@ -85,7 +85,7 @@ def load_overlay_cases(
     map) of the given patients into dicts for :func:`figure3_overlays`."""
     import nibabel as nib
 
-    from .evaluate import prediction_paths
+    from ..evaluation.evaluate import prediction_paths
 
     by_id = manifest_df.set_index(manifest_df["patient_id"].astype(str))
     cases = []

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from .utils import get_logger
+from ..utils import get_logger
 
 __all__ = [
     "METRIC_KEYS",
@@ -51,7 +51,7 @@ __all__ = [
     "score_histogram",
 ]
 
-log = get_logger("bmstudy.metrics")
+log = get_logger("bmstudy.evaluation.voxel")
 
 #: Keys of :func:`case_metrics`, in the order of the paper's Table 2.
 METRIC_KEYS: tuple[str, ...] = ("precision", "recall", "f1", "iou", "dice", "specificity", "mcc", "auc")
@@ -166,7 +166,7 @@ def case_metrics(
     ----------
     prob : probability (or any real score) map; the prediction is ``prob >= threshold``.
     truth : binary reference mask, same shape.
-    threshold : binarisation threshold (``>=``, as :mod:`bmstudy.evaluate` does).
+    threshold : binarisation threshold (``>=``, as :mod:`bmstudy.evaluation.evaluate` does).
     mask : optional binary region (e.g. the brain) to which evaluation is restricted.
 
     Returns
@@ -232,7 +232,7 @@ def score_histogram(
     n_bins - 1)``; bin ``k`` covers ``[k/n_bins, (k+1)/n_bins)`` and the last bin also holds 1.0.
     With ``n_bins`` a multiple of 2 the 0.5 threshold falls on a bin edge, so thresholded metrics
     are unchanged by quantisation. The histograms are the exact input of
-    :func:`bmstudy.stats.auc_from_hist` / ``delong_unpaired_hist``: they give the AUC of the
+    :func:`bmstudy.statistics.rank.auc_from_hist` / ``delong_unpaired_hist``: they give the AUC of the
     quantised scores (values inside one bin count as ties). ``mask`` restricts to a region.
     """
     if int(n_bins) != n_bins or n_bins < 2:

@@ -17,8 +17,8 @@ volume-sized float32 accumulator is needed, windows are extracted one batch at a
 stays bounded (volume + accumulator + one batch).
 
 Per-case pipeline (:func:`predict_case`): read + preprocess with the training's recorded parameters
-(:func:`bmstudy.preprocess.preprocess_image`), predict, resample the probability map back to the
-input grid (linear, :func:`bmstudy.preprocess.restore_to_input`), threshold 0.5 there, write
+(:func:`bmstudy.preprocessing.cohort.preprocess_image`), predict, resample the probability map back to the
+input grid (linear, :func:`bmstudy.preprocessing.cohort.restore_to_input`), threshold 0.5 there, write
 ``<pid>_prob.nii.gz`` (float32) and ``<pid>.nii.gz`` (uint8) with the input's affine, atomically.
 :func:`predict_cohort` runs it for a manifest or a folder of images, writes ``timings.csv``
 (patient_id, preprocess_s, model_s, postprocess_s, total_s, status, error, ...) after every case,
@@ -39,7 +39,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .utils import PathLike, atomic_path, atomic_to_csv, get_logger
+from ..utils import PathLike, atomic_path, atomic_to_csv, get_logger
 
 __all__ = [
     "TIMING_COLUMNS",
@@ -56,7 +56,7 @@ __all__ = [
     "cli_main",
 ]
 
-log = get_logger("bmstudy.inference")
+log = get_logger("bmstudy.inference.predictor")
 
 #: A batch (B, px, py, pz, 1) float32 -> probabilities (B, px, py, pz, 1) or (B, px, py, pz).
 PredictFn = Callable[[np.ndarray], Any]
@@ -328,8 +328,8 @@ def _as_predict_fn(model: Any) -> PredictFn:
 
 
 def load_predictor(model_dir: PathLike, which: str = "best") -> tuple[PredictFn, dict[str, Any]]:
-    """``(predict_fn, config)`` for a training output folder (:func:`bmstudy.model.load_trained`)."""
-    from .model import load_trained
+    """``(predict_fn, config)`` for a training output folder (:func:`bmstudy.training.model.load_trained`)."""
+    from ..training.model import load_trained
 
     model, config = load_trained(model_dir, which=which)
     return make_predict_fn(model), dict(config)
@@ -362,8 +362,8 @@ def _config_get(config: Mapping[str, Any], *keys: str, default: Any = None) -> A
 
 
 def _preprocess_params(config: Mapping[str, Any]) -> Any:
-    """The preprocessing parameters recorded by training, as ``bmstudy.preprocess`` expects them."""
-    from . import preprocess as pp
+    """The preprocessing parameters recorded by training, as ``bmstudy.preprocessing.cohort`` expects them."""
+    from ..preprocessing import cohort as pp
 
     raw = _config_get(config, "preprocessing", "preprocess", "preprocess_params")
     cls = getattr(pp, "PreprocessParams", None)
@@ -440,7 +440,7 @@ def predict_case(
         error='', n_windows, input_shape, model_shape, image`` plus ``network_s`` (time inside the
         network; ``model_s - network_s`` is the stitching overhead).
     """
-    from .preprocess import preprocess_image, restore_to_input, save_like_input
+    from ..preprocessing.cohort import preprocess_image, restore_to_input, save_like_input
 
     pid = str(patient_id)
     image_path = Path(image_path)
@@ -537,7 +537,7 @@ def _cases_from_input(source: Any, splits: Sequence[str] | None) -> list[tuple[s
             return cases
         if not path.is_file():
             raise FileNotFoundError(f"input not found: {path} (expected a folder of NIfTI images or a manifest csv)")
-        from .manifest import load_manifest
+        from ..io.manifest import load_manifest
 
         df = load_manifest(path)
     for col in ("patient_id", "image"):
@@ -617,7 +617,7 @@ def predict_cohort(
         manifest_df_or_folder: manifest DataFrame, manifest csv path, or folder of ``*.nii.gz``
             (patient id = file name without ``.nii.gz`` and a trailing ``_0000`` / ``_t1c``;
             ``splits`` is ignored for folders).
-        model_dir: training output folder (:func:`bmstudy.model.load_trained`); may be ``None``
+        model_dir: training output folder (:func:`bmstudy.training.model.load_trained`); may be ``None``
             when ``predict_fn`` and ``config`` are given.
         splits: manifest splits to predict (``None``: every row).
         force: recompute finished cases.

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from .utils import get_logger
+from ..utils import get_logger
 
 __all__ = [
     "MannWhitneyResult",
@@ -41,7 +41,7 @@ __all__ = [
     "patient_level_auc_test",
 ]
 
-log = get_logger("bmstudy.stats")
+log = get_logger("bmstudy.statistics.rank")
 
 Alternative = Literal["two.sided", "less", "greater"]
 _ALTERNATIVES = ("two.sided", "less", "greater")

@@ -1,13 +1,13 @@
 """Cohort evaluation: per-patient voxel metrics, lesion-wise detection and score histograms.
 
 ``evaluate_cohort`` reads, for every patient of the chosen splits, the reference mask named in the
-manifest and the prediction files written by :mod:`bmstudy.inference` in the *input's* voxel grid
+manifest and the prediction files written by :mod:`bmstudy.inference.predictor` in the *input's* voxel grid
 (``<pid>_prob.nii.gz`` float32 probabilities, ``<pid>.nii.gz`` uint8 mask), and computes
 
-* the eight voxel-wise metrics of the paper (:func:`bmstudy.metrics.case_metrics`),
-* lesion-wise detection (:func:`bmstudy.metrics.lesion_table` / :func:`~bmstudy.metrics.lesion_metrics`),
-* the per-patient score histograms (:func:`bmstudy.metrics.score_histogram`) that the voxel-level
-  DeLong test and the patient-level cluster bootstrap of :mod:`bmstudy.stats` consume.
+* the eight voxel-wise metrics of the paper (:func:`bmstudy.evaluation.voxel.case_metrics`),
+* lesion-wise detection (:func:`bmstudy.evaluation.voxel.lesion_table` / :func:`~bmstudy.evaluation.voxel.lesion_metrics`),
+* the per-patient score histograms (:func:`bmstudy.evaluation.voxel.score_histogram`) that the voxel-level
+  DeLong test and the patient-level cluster bootstrap of :mod:`bmstudy.statistics.rank` consume.
 
 Outputs (``out_dir``, all written atomically): ``metrics.csv`` (one row per patient: metrics,
 demographics, split, site, ``manual_seconds``, ``model_seconds``, ``status``, ``error``),
@@ -27,7 +27,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from .utils import PathLike, atomic_path, atomic_to_csv, atomic_write_json, get_logger, params_hash
+from ..utils import PathLike, atomic_path, atomic_to_csv, atomic_write_json, get_logger, params_hash
 
 __all__ = [
     "METRICS",
@@ -42,11 +42,11 @@ __all__ = [
     "cli_main",
 ]
 
-log = get_logger("bmstudy.evaluate")
+log = get_logger("bmstudy.evaluation.evaluate")
 
 #: The paper's eight voxel-wise metrics, in the order of its Table 2.
 METRICS: tuple[str, ...] = ("precision", "recall", "f1", "iou", "dice", "specificity", "mcc", "auc")
-#: Keys of :func:`bmstudy.metrics.lesion_metrics` copied into ``metrics.csv``.
+#: Keys of :func:`bmstudy.evaluation.voxel.lesion_metrics` copied into ``metrics.csv``.
 LESION_SUMMARY_KEYS: tuple[str, ...] = (
     "n_true", "n_pred", "n_detected", "n_fp",
     "lesion_sensitivity", "lesion_precision", "lesion_f1", "lesion_dice",
@@ -137,7 +137,7 @@ def evaluate_case(
     (binary) score. Every file must share the reference mask's shape and affine; errors name the
     case and the file. ``brain_mask_path`` restricts voxel metrics and histograms to the brain.
     """
-    from . import metrics as M
+    from ..evaluation import voxel as M
 
     pid = str(patient_id)
     truth_path = Path(truth_path)
@@ -251,7 +251,7 @@ def evaluate_cohort(
 
     Parameters
     ----------
-    manifest_df : validated manifest (:func:`bmstudy.manifest.load_manifest`, absolute paths).
+    manifest_df : validated manifest (:func:`bmstudy.io.manifest.load_manifest`, absolute paths).
     predictions_dir : folder with ``<pid>_prob.nii.gz`` / ``<pid>.nii.gz`` and optional ``timings.csv``
         (its ``total_s`` becomes ``model_seconds``).
     out_dir : where ``metrics.csv``, ``lesions.csv``, ``score_hists.npz`` go (nothing written if None).
@@ -260,8 +260,8 @@ def evaluate_cohort(
     splits : manifest splits to evaluate (None: every row).
     threshold : probability threshold for the binary prediction (paper: 0.5).
     brain_mask : restrict voxel metrics to the manifest's ``brain_mask`` (the paper used whole volumes).
-    min_lesion_mm3 : smallest connected component counted as a lesion (None: bmstudy.metrics' default).
-    n_bins : score-histogram resolution (None: bmstudy.metrics' default).
+    min_lesion_mm3 : smallest connected component counted as a lesion (None: bmstudy.evaluation.voxel' default).
+    n_bins : score-histogram resolution (None: bmstudy.evaluation.voxel' default).
     n_jobs : worker processes (cases are independent; each holds one case's volumes in memory).
 
     Returns
@@ -438,14 +438,14 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", type=float, default=0.5, help="probability threshold (default 0.5)")
     parser.add_argument("--brain-mask", action="store_true", help="restrict voxel metrics to the brain mask")
     parser.add_argument("--min-lesion-mm3", type=float, default=None,
-                        help="smallest component counted as a lesion (default: bmstudy.metrics' default)")
+                        help="smallest component counted as a lesion (default: bmstudy.evaluation.voxel' default)")
     parser.add_argument("--force", action="store_true", help="recompute even if outputs are up to date")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
 
 
 def cli_main(args: argparse.Namespace) -> int:
-    from .manifest import load_manifest
+    from ..io.manifest import load_manifest
 
     df = evaluate_cohort(
         load_manifest(args.manifest), args.predictions, args.out, splits=args.splits,

@@ -10,7 +10,7 @@ Outputs of ``train(preprocessed_dir, manifest_df, out_dir, config)`` in ``out_di
   ``keras.callbacks.ModelCheckpoint`` (that writes in place). Calling ``train`` again on the same
   ``out_dir`` resumes: epoch counter, optimizer iterations/moments and learning rate are restored, and
   the patch stream continues at sample ``iterations * batch_size`` (samples are a pure function of
-  ``(seed, index)``, see ``bmstudy.data``), so a resumed run sees the same data as an uninterrupted one.
+  ``(seed, index)``, see ``bmstudy.training.data``), so a resumed run sees the same data as an uninterrupted one.
 - ``training_log.csv`` (CSVLogger, appended on resume), ``logs/`` (TensorBoard), ``train_config.json``
   (the config, train/validation case ids, top-level ``inference_patch``, ``inference_stride``,
   ``preprocessing`` copied from the cases' ``meta.json``, package versions, timing, status).
@@ -32,11 +32,11 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from .data import AugmentParams, PatchSampler, load_cases, make_dataset
-from .model import build_model, check_patch_size, custom_objects, dice_score, make_loss
-from .utils import PathLike, atomic_path, atomic_write_json, get_logger, params_hash
+from ..training.data import AugmentParams, PatchSampler, load_cases, make_dataset
+from ..training.model import build_model, check_patch_size, custom_objects, dice_score, make_loss
+from ..utils import PathLike, atomic_path, atomic_write_json, get_logger, params_hash
 
-log = get_logger("bmstudy.train")
+log = get_logger("bmstudy.training.loop")
 
 CHECKPOINT_DIR = "checkpoint"
 LAST_MODEL = "last.keras"
@@ -46,105 +46,7 @@ CONFIG_FILE = "train_config.json"
 LOG_FILE = "training_log.csv"
 
 
-@dataclass
-class TrainConfig:
-    """All training knobs. Use :meth:`from_profile`; every field can be overridden.
-
-    ``steps_per_epoch * epochs`` optimiser steps of ``batch_size`` patches. ``lesion_fraction`` is the
-    share of patches centred on a lesion voxel; other patches are uniform over the volume, overhanging
-    its border by up to ``border_overhang * patch`` (zero padding, as at inference). ``val_fraction`` of the training cases (at least one
-    when >= 2 cases) is held out; ``val_patches_per_case`` fixed, un-augmented patches per held-out case
-    (half lesion-centred) form the validation set. ``inference_patch``/``inference_stride`` are recorded
-    for ``bmstudy.inference`` (the model is fully convolutional, so they may differ from ``patch_size``).
-    """
-
-    profile: str = "paper"
-    patch_size: tuple[int, int, int] = (128, 128, 128)
-    batch_size: int = 4
-    steps_per_epoch: int = 200
-    epochs: int = 100
-    learning_rate: float = 1e-4
-    beta_1: float = 0.9
-    beta_2: float = 0.999
-    epsilon: float = 1e-7
-    dice_weight: float = 0.5
-    bce_weight: float = 0.5
-    decoder_dropout: float = 0.5
-    dropout_type: str = "spatial"
-    backbone: str = "resnet34"
-    encoder_weights: str | None = None
-    lesion_fraction: float = 0.5
-    center_jitter: float = 0.25
-    border_overhang: float = 0.0
-    augment: dict[str, Any] = field(default_factory=lambda: AugmentParams().to_dict())
-    val_fraction: float = 0.1
-    val_patches_per_case: int = 4
-    monitor: str = "val_loss"
-    early_stopping_patience: int | None = None
-    mixed_precision: bool = False
-    num_parallel_calls: int | None = None
-    seed: int = 0
-    inference_patch: int = 128
-    inference_stride: int = 64
-
-    PROFILES = ("tiny", "cpu", "paper")
-
-    def __post_init__(self) -> None:
-        self.patch_size = check_patch_size(self.patch_size)
-        check_patch_size(self.inference_patch)
-        self.augment = AugmentParams.from_dict(self.augment).to_dict()  # validates keys, tuples
-        if self.batch_size < 1 or self.steps_per_epoch < 1 or self.epochs < 1:
-            raise ValueError("batch_size, steps_per_epoch and epochs must be >= 1")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1); got {self.val_fraction}")
-        if not 0 < self.inference_stride <= self.inference_patch:
-            raise ValueError(f"inference_stride must be in (0, inference_patch]; got {self.inference_stride}")
-        if self.encoder_weights is not None:
-            self.encoder_weights = str(self.encoder_weights)
-
-    @classmethod
-    def from_profile(cls, name: str, **overrides: Any) -> "TrainConfig":
-        """``paper``: the study's recipe (128^3, batch 4, Adam 1e-4, dropout 0.5).
-        ``cpu``: the default 2-core study run (64^3 patches, batch 2, ~300 steps, lesion-heavy sampling).
-        ``tiny``: CI smoke test (32^3, batch 1, 2 steps x 1 epoch).
-
-        Measured (2-core CPU, default synthetic cohort, 27 train / 5 val cases): the ``cpu`` profile
-        trains in ~15 min uncontended (~2.5-3 s/step incl. per-epoch checkpoints); on the 8 internal
-        test cases (128^3 windows, stride 64) median Dice 0.65 with predictions restricted to the brain
-        mask, 0.17 without (false positives in the zero background outside the brain). Sampling
-        random patches with ``border_overhang=0.5`` and ``lesion_fraction=0.6`` made eval-mode
-        BatchNorm statistics unstable in this short run (val_loss spikes, best = epoch 1): not used."""
-        base: dict[str, Any]
-        if name == "paper":
-            base = {}
-        elif name == "cpu":
-            base = dict(patch_size=(64, 64, 64), batch_size=2, steps_per_epoch=25, epochs=12,
-                        learning_rate=3e-4, lesion_fraction=0.8, decoder_dropout=0.1, val_fraction=0.15,
-                        val_patches_per_case=2,
-                        augment=AugmentParams(elastic_p=0.15, elastic_deformation=(0.0, 0.15)).to_dict())
-        elif name == "tiny":
-            base = dict(patch_size=(32, 32, 32), batch_size=1, steps_per_epoch=2, epochs=1,
-                        lesion_fraction=0.8, val_fraction=0.34, val_patches_per_case=1,
-                        inference_patch=64, inference_stride=32,
-                        augment=AugmentParams(elastic_p=0.2, elastic_deformation=(0.0, 0.1)).to_dict())
-        else:
-            raise ValueError(f"unknown training profile {name!r}; choose from {cls.PROFILES}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(overrides) - known
-        if unknown:
-            raise ValueError(f"unknown TrainConfig field(s) {sorted(unknown)}; known: {sorted(known)}")
-        base.update(overrides)
-        return cls(profile=name, **base)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["patch_size"] = list(self.patch_size)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+from ..plan import TrainConfig  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -268,7 +170,7 @@ def _truncate_log(path: Path, n_epochs: int) -> None:
         return
     df = pd.read_csv(path)
     if "epoch" in df.columns and (df["epoch"] >= n_epochs).any():
-        from .utils import atomic_to_csv
+        from ..utils import atomic_to_csv
 
         atomic_to_csv(df[df["epoch"] < n_epochs], path)
 
@@ -431,7 +333,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def cli_main(args: argparse.Namespace) -> int:
-    from .manifest import load_manifest
+    from ..io.manifest import load_manifest
 
     config = config_from_args(args)
     out = train(args.preprocessed, load_manifest(args.manifest), args.out, config, resume=not args.no_resume)

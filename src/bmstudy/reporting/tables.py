@@ -1,9 +1,9 @@
 """The paper's tables as pandas DataFrames, plus publication-style HTML / LaTeX.
 
-All functions take the per-patient frame of :func:`bmstudy.evaluate.evaluate_cohort` (columns
+All functions take the per-patient frame of :func:`bmstudy.evaluation.evaluate.evaluate_cohort` (columns
 ``patient_id, split, age, age_group, sex, cancer_type, manual_seconds, model_seconds, status`` and
 the eight metrics); rows whose ``status`` is not ``'ok'`` are left out. Statistics come from
-:mod:`bmstudy.stats` (Mann-Whitney with Hodges-Lehmann CI as R's ``wilcox.test``; DeLong; chi-square).
+:mod:`bmstudy.statistics.rank` (Mann-Whitney with Hodges-Lehmann CI as R's ``wilcox.test``; DeLong; chi-square).
 
 * :func:`table1` - characteristics of the internal test vs external set (paper Table 1)
 * :func:`table2` - median (Q1, Q3) of the eight metrics per set (paper Table 2)
@@ -22,7 +22,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .evaluate import METRICS
+from ..evaluation.evaluate import METRICS
 
 __all__ = [
     "METRIC_LABELS", "SET_LABELS", "GROUP_LEVELS",
@@ -116,13 +116,13 @@ def _count_pct(values: pd.Series, level: str) -> str:
 def table1(df: pd.DataFrame, splits: Sequence[str] = ("test", "external"), age_test: str = "auto") -> pd.DataFrame:
     """Patient characteristics of two sets (paper Table 1).
 
-    Age as mean ± SD compared with :func:`bmstudy.stats.compare_continuous` (``age_test``: 'auto',
+    Age as mean ± SD compared with :func:`bmstudy.statistics.rank.compare_continuous` (``age_test``: 'auto',
     't' or 'mwu'); age group, sex and cancer type as n (%) compared with the chi-square test of
-    :func:`bmstudy.stats.compare_categorical`. Columns: ``Characteristic``, one per set,
+    :func:`bmstudy.statistics.rank.compare_categorical`. Columns: ``Characteristic``, one per set,
     ``p-value`` (float) and ``test``. Pass the manifest to describe every patient of the sets, or the
     ``evaluate_cohort`` frame to describe the evaluated ones (failed cases are left out).
     """
-    from . import stats
+    from ..statistics import rank as stats
 
     if len(splits) != 2:
         raise ValueError(f"table1 compares exactly two splits, got {list(splits)}")
@@ -130,7 +130,7 @@ def table1(df: pd.DataFrame, splits: Sequence[str] = ("test", "external"), age_t
     _require(df, ["split", "age", "sex", "cancer_type"], "table1")
     df = df.copy()
     if "age_group" not in df.columns:
-        from .evaluate import age_group
+        from ..evaluation.evaluate import age_group
 
         df["age_group"] = age_group(df["age"])
     a, b = (df[df["split"] == s] for s in splits)
@@ -181,13 +181,13 @@ def table2(df: pd.DataFrame, splits: Sequence[str] = ("test", "external"),
 def table3(df: pd.DataFrame, splits: Sequence[str] = ("test", "external"), digits: int = 0) -> pd.DataFrame:
     """Model vs manual delineation time per set (paper Table 3).
 
-    Times as median (Q1, Q3) seconds; ``Z`` and ``p-value`` from :func:`bmstudy.stats.mann_whitney`
+    Times as median (Q1, Q3) seconds; ``Z`` and ``p-value`` from :func:`bmstudy.statistics.rank.mann_whitney`
     (model vs manual, as the paper did although the two times are paired per patient); the paired
     Wilcoxon signed-rank p is added as ``p (paired Wilcoxon)`` for reference.
     """
     from scipy.stats import wilcoxon
 
-    from . import stats
+    from ..statistics import rank as stats
 
     df = _ok(df)
     _require(df, ["split", "model_seconds", "manual_seconds"], "table3")
@@ -236,14 +236,14 @@ def subgroup_table(
     ``mw_p`` with the Hodges-Lehmann shift a - b and its CI (``hl_estimate``, ``hl_ci_low``,
     ``hl_ci_high``; ``hl_conf_level`` is the level achieved, below the requested one only for tiny
     exact samples). For AUC and with ``hists`` ({patient_id: (pos, neg)}, see
-    :func:`bmstudy.evaluate.load_score_hists`) also the paper's voxel-level DeLong test on the
+    :func:`bmstudy.evaluation.evaluate.load_score_hists`) also the paper's voxel-level DeLong test on the
     pooled histograms (``delong_auc_a``, ``delong_auc_b``, ``delong_z``, ``delong_p``; it treats
     every voxel as independent) beside the patient-level cluster bootstrap of the pooled-AUC
     difference (``boot_diff``, ``boot_ci_low``, ``boot_ci_high``, ``boot_p``); ``mw_p`` on the
     per-patient AUCs is the other patient-level alternative. Group a is the first level of
     :data:`GROUP_LEVELS`. Too few patients give NaN statistics, never an error.
     """
-    from . import stats
+    from ..statistics import rank as stats
 
     if by not in GROUP_LEVELS:
         raise ValueError(f"by must be one of {list(GROUP_LEVELS)}, got {by!r}")
@@ -328,13 +328,13 @@ def format_subgroup_table(t: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
 # --------------------------------------------------------------------------- lesions
 def lesion_detection_table(lesions_df: pd.DataFrame, splits: Sequence[str] = ("test", "external"),
                            metrics_df: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Lesion-wise detection by size bin per set (:func:`bmstudy.metrics.lesion_summary_by_size`).
+    """Lesion-wise detection by size bin per set (:func:`bmstudy.evaluation.voxel.lesion_summary_by_size`).
 
     ``lesions_df`` holds the ``lesions.csv`` rows (with ``split``). Patients without any lesion row
     (no reference and no predicted lesion) are invisible there; pass the per-patient ``metrics_df``
     so ``n_patients`` / ``fp_per_patient`` count every evaluated patient of the set.
     """
-    from .metrics import lesion_summary_by_size
+    from ..evaluation.voxel import lesion_summary_by_size
 
     _require(lesions_df, ["patient_id", "split"], "lesion_detection_table")
     frames = []

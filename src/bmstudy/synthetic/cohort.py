@@ -24,7 +24,7 @@ rendering; :func:`generate_cohort` renders exactly those plans, so the manifest 
 The repository's top-level ``data_manifest.csv`` (profile ``default``, seed 0, files under
 ``data/synthetic/``) is written by :func:`reference_manifest`::
 
-    python -c "from bmstudy.synthetic import reference_manifest; reference_manifest('data_manifest.csv')"
+    python -c "from bmstudy.synthetic.cohort import reference_manifest; reference_manifest('data_manifest.csv')"
 """
 from __future__ import annotations
 
@@ -41,9 +41,9 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from .cohort import systematic_split
-from .manifest import write_manifest
-from .utils import PathLike, atomic_path, atomic_write_json, get_logger, params_hash
+from ..io.split import systematic_split
+from ..io.manifest import write_manifest
+from ..utils import PathLike, atomic_path, atomic_write_json, get_logger, params_hash
 
 __all__ = [
     "GENERATOR_VERSION", "PATTERNS", "SITES", "PROFILES", "SynthProfile", "SiteParams", "LesionPlan",
@@ -58,126 +58,16 @@ _SITE_CODE = {"internal": 1, "external": 2}
 _PID_PREFIX = {"internal": "INT", "external": "EXT"}
 _PAPER_FOV_X = 200.0  # mm; head_scale = fov_x / this
 _CLINICAL_DMIN, _CLINICAL_DMAX = 2.0, 30.0
-log = get_logger("bmstudy.synthetic")
+log = get_logger("bmstudy.synthetic.cohort")
 
 
 # ----------------------------------------------------------------------------- configuration
-@dataclass(frozen=True)
-class SiteParams:
-    """Acquisition/appearance of one site (intensities relative to white matter = 1)."""
+from ..plan import SiteParams, SynthParams, SYNTH_PRESETS, default_sites as _default_sites, synth_params
 
-    name: str
-    scanner: str
-    spacing: tuple[float, float, float]
-    age_mean: float
-    age_sd: float
-    p_male: float
-    p_lung: float
-    tissue: dict[str, float]
-    enhancement: tuple[float, float]  # enhancing tumour / WM
-    noise_sigma: float  # Rician sigma relative to WM
-    bias_amplitude: float  # std of log bias field
-    gamma: float  # intensity response exponent
-    scale: float  # stored value of WM
-    psf_sigma_vox: float = 0.5
-    reader_factor: float = 1.0  # manual annotation speed of the site's readers (time multiplier)
-
-
-def _default_sites(spacing_internal: Sequence[float], spacing_external: Sequence[float]) -> dict[str, SiteParams]:
-    return {
-        "internal": SiteParams(
-            name="internal", scanner="INT 3T 3D-FFE CE-T1", spacing=tuple(map(float, spacing_internal)),
-            age_mean=59.4, age_sd=10.2, p_male=0.59, p_lung=0.81,
-            tissue=dict(scalp=0.95, muscle=0.45, skull=0.07, diploe=0.40, csf=0.20, gm=0.62, deep_gm=0.78,
-                        wm=1.0, necrosis=0.28, vessel=1.9, plexus=1.4, vitreous=0.12),
-            enhancement=(1.6, 2.0), noise_sigma=0.03, bias_amplitude=0.08, gamma=1.0, scale=600.0),
-        "external": SiteParams(
-            name="external", scanner="EXT 1.5T 3D-SPGR CE-T1", spacing=tuple(map(float, spacing_external)),
-            age_mean=57.4, age_sd=12.6, p_male=0.49, p_lung=0.54,
-            tissue=dict(scalp=0.85, muscle=0.50, skull=0.12, diploe=0.48, csf=0.30, gm=0.72, deep_gm=0.84,
-                        wm=1.0, necrosis=0.38, vessel=1.8, plexus=1.35, vitreous=0.2),
-            enhancement=(1.6, 2.0), noise_sigma=0.05, bias_amplitude=0.10, gamma=0.85, scale=1500.0, reader_factor=0.85),
-    }
-
-
-@dataclass(frozen=True)
-class SynthProfile:
-    """Size knob of the cohort. ``fov_mm`` is the physical field of view shared by both sites."""
-
-    name: str
-    n_internal: int
-    n_external: int
-    fov_mm: tuple[float, float, float]
-    spacing_internal: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    spacing_external: tuple[float, float, float] = (0.9, 0.9, 1.5)
-    max_lesions: int = 15
-    min_diameter_mm: float = 2.0
-    max_diameter_mm: float = 30.0
-    ring_min_diameter_mm: float = 6.0
-    test_fraction: float = 0.2
-    sites: dict[str, SiteParams] = field(default=None, compare=False, repr=False)  # type: ignore[assignment]
-
-    def __post_init__(self) -> None:
-        if self.n_internal < 2 or self.n_external < 0:
-            raise ValueError(f"profile {self.name!r}: need n_internal >= 2 and n_external >= 0, "
-                             f"got {self.n_internal}, {self.n_external}")
-        if len(self.fov_mm) != 3 or min(self.fov_mm) < 40:
-            raise ValueError(f"profile {self.name!r}: fov_mm must be 3 sizes >= 40 mm, got {self.fov_mm}")
-        for sp in (self.spacing_internal, self.spacing_external):
-            if len(sp) != 3 or min(sp) <= 0 or max(sp) > 4:
-                raise ValueError(f"profile {self.name!r}: spacing must be 3 values in (0, 4] mm, got {sp}")
-        if not 1 <= self.max_lesions <= 40:
-            raise ValueError(f"profile {self.name!r}: max_lesions must be in [1, 40], got {self.max_lesions}")
-        if not 1.0 <= self.min_diameter_mm < self.max_diameter_mm <= 0.3 * min(self.fov_mm):
-            raise ValueError(f"profile {self.name!r}: need 1 <= min_diameter_mm < max_diameter_mm <= 0.3*fov, "
-                             f"got {self.min_diameter_mm}, {self.max_diameter_mm}")
-        if self.sites is None:
-            object.__setattr__(self, "sites", _default_sites(self.spacing_internal, self.spacing_external))
-
-    @property
-    def head_scale(self) -> float:
-        """Linear size of this head relative to a real adult head (paper profile = 1)."""
-        return self.fov_mm[0] / _PAPER_FOV_X
-
-    def shape(self, site: str) -> tuple[int, int, int]:
-        sp = self.sites[site].spacing
-        return tuple(int(round(f / s)) for f, s in zip(self.fov_mm, sp))  # type: ignore[return-value]
-
-    def render_params(self) -> dict[str, Any]:
-        """Everything that affects rendered voxels (for the rerun-skip hash)."""
-        d = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("sites", "n_internal", "n_external",
-                                                                              "test_fraction", "name")}
-        d["sites"] = {k: dataclasses.asdict(v) for k, v in self.sites.items()}
-        d["version"] = GENERATOR_VERSION
-        return d
-
-
-PROFILES: dict[str, SynthProfile] = {
-    "tiny": SynthProfile("tiny", 8, 4, (64.0, 72.0, 64.0), max_lesions=6, max_diameter_mm=12.0),
-    "default": SynthProfile("default", 40, 16, (96.0, 112.0, 96.0), max_lesions=15, max_diameter_mm=20.0),
-    "paper": SynthProfile("paper", 470, 172, (200.0, 232.0, 200.0), max_lesions=15, max_diameter_mm=30.0),
-}
-
-
-def get_profile(profile: str | SynthProfile = "default", **overrides: Any) -> SynthProfile:
-    """Return a named profile (``tiny``, ``default``, ``paper``) with field overrides applied."""
-    if isinstance(profile, SynthProfile):
-        base = profile
-    else:
-        if profile not in PROFILES:
-            raise ValueError(f"unknown synthetic profile {profile!r}; choose from {sorted(PROFILES)}")
-        base = PROFILES[profile]
-    valid = {f.name for f in dataclasses.fields(SynthProfile)} - {"name", "sites"}
-    bad = sorted(set(overrides) - valid)
-    if bad:
-        raise ValueError(f"unknown synthetic profile override(s) {bad}; valid: {sorted(valid)}")
-    overrides = {k: (tuple(float(x) for x in v) if isinstance(v, (list, tuple)) else v) for k, v in overrides.items()
-                 if v is not None}
-    if not overrides:
-        return base
-    sp_changed = {"spacing_internal", "spacing_external"} & set(overrides)
-    new = dataclasses.replace(base, **overrides, sites=None if sp_changed else base.sites)
-    return new
+#: Backwards-compatible names (profiles live in :mod:`bmstudy.plan`).
+SynthProfile = SynthParams
+PROFILES = SYNTH_PRESETS
+get_profile = synth_params
 
 
 # ----------------------------------------------------------------------------- case plans
@@ -273,7 +163,7 @@ def cohort_table(profile: str | SynthProfile = "default", seed: int = 0, *, path
 
     Paths are relative to the cohort folder, prefixed with ``path_prefix`` (e.g. ``data/synthetic``
     for a manifest at the repository root). The split comes from
-    :func:`bmstudy.cohort.systematic_split` with the profile's ``test_fraction`` and ``seed``.
+    :func:`bmstudy.io.split.systematic_split` with the profile's ``test_fraction`` and ``seed``.
     """
     prof = get_profile(profile, **overrides)
     rows = []
@@ -776,7 +666,7 @@ def generate_cohort(out_dir: PathLike, profile: str | SynthProfile = "default", 
         for r in tqdm(it, total=len(plans), desc="synth", disable=not progress):
             results.append(r)
     status = pd.DataFrame(results)
-    from .utils import atomic_to_csv
+    from ..utils import atomic_to_csv
 
     atomic_to_csv(status, out / "synth_status.csv")
     counts = status["status"].value_counts().to_dict()
@@ -798,7 +688,7 @@ def write_preview(manifest_path: PathLike, png_path: PathLike | None = None, n_c
     import matplotlib.pyplot as plt
     import nibabel as nib
 
-    from .manifest import load_manifest
+    from ..io.manifest import load_manifest
 
     df = load_manifest(manifest_path)
     png = Path(png_path) if png_path else Path(manifest_path).parent / "preview.png"

@@ -24,9 +24,9 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .utils import PathLike, atomic_write_json, atomic_write_text, get_logger
+from ..utils import PathLike, atomic_write_json, atomic_write_text, get_logger
 
-log = get_logger("bmstudy.book")
+log = get_logger("bmstudy.reporting.book")
 
 SUMMARY_DIR = "summary"
 #: Stage keys whose published items lead the results page (Table 2 first); the others follow in stage order.
@@ -61,7 +61,7 @@ def _slug(name: str) -> str:
 def publish_table(df: Any, out_dir: PathLike, name: str, caption: str, *, html_text: str | None = None) -> Path:
     """Save a table for the book's results page: ``out_dir/summary/<name>.csv`` (+ ``.html``, ``.json``).
 
-    ``html_text`` is the rendered table (e.g. ``bmstudy.tables.to_html``); by default the DataFrame's
+    ``html_text`` is the rendered table (e.g. ``bmstudy.reporting.tables.to_html``); by default the DataFrame's
     own HTML. Returns the CSV path.
     """
     import pandas as pd
@@ -70,7 +70,7 @@ def publish_table(df: Any, out_dir: PathLike, name: str, caption: str, *, html_t
         raise TypeError(f"publish_table({name!r}): expected a DataFrame, got {type(df).__name__}")
     folder = Path(out_dir) / SUMMARY_DIR
     stem = _slug(name)
-    from .utils import atomic_to_csv
+    from ..utils import atomic_to_csv
 
     csv = atomic_to_csv(df, folder / f"{stem}.csv")
     atomic_write_text(folder / f"{stem}.html", html_text if html_text is not None else df.to_html(index=False))
@@ -80,7 +80,7 @@ def publish_table(df: Any, out_dir: PathLike, name: str, caption: str, *, html_t
 
 def publish_figure(fig: Any, out_dir: PathLike, name: str, caption: str, dpi: int = 110) -> Path:
     """Save a matplotlib figure for the book's results page: ``out_dir/summary/<name>.png`` (+ ``.json``)."""
-    from .utils import atomic_path
+    from ..utils import atomic_path
 
     if not hasattr(fig, "savefig"):
         raise TypeError(f"publish_figure({name!r}): expected a matplotlib Figure, got {type(fig).__name__}")
@@ -97,7 +97,7 @@ def show_table(df: Any, caption: str, out_dir: PathLike, name: str | None = None
     """Display a publication-style table in a notebook; with ``name`` also publish it for the book."""
     from IPython.display import HTML, display
 
-    from .tables import to_html
+    from ..reporting.tables import to_html
 
     text = to_html(df, caption, precision=precision)
     display(HTML(text))
@@ -187,7 +187,7 @@ def draw_pipeline_diagram(path: PathLike, stages: Sequence[Any] | None = None) -
     from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
     if stages is None:
-        from .pipeline import STAGES as stages  # noqa: N811
+        from ..study.runner import STAGES as stages  # noqa: N811
     names = [s.name for s in stages]
     n = len(names)
     fig, ax = plt.subplots(figsize=(max(8.0, 2.1 * n), 3.6))
@@ -217,7 +217,7 @@ def draw_pipeline_diagram(path: PathLike, stages: Sequence[Any] | None = None) -
     ax.axis("off")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    from .utils import atomic_path
+    from ..utils import atomic_path
 
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
@@ -229,7 +229,7 @@ def _paper_table2_html() -> str:
     """The paper's Table 2 as HTML (median (Q1, Q3)), for runs that published no comparison table."""
     import pandas as pd
 
-    from .tables import METRIC_LABELS, paper_table2
+    from ..reporting.tables import METRIC_LABELS, paper_table2
 
     t = paper_table2()
     t["value"] = [f"{m:.3f} ({a:.3f}, {b:.3f})" for m, a, b in t[["median", "q1", "q3"]].to_numpy()]

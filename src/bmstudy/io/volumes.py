@@ -21,7 +21,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from .utils import PathLike, atomic_path, file_sha256
+from ..utils import PathLike, atomic_path, file_sha256
 
 NIFTI_SUFFIXES: tuple[str, ...] = (".nii", ".nii.gz")
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])

@@ -22,9 +22,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .utils import PathLike, get_logger
+from ..utils import PathLike, get_logger
 
-log = get_logger("bmstudy.data")
+log = get_logger("bmstudy.training.data")
 
 
 # ----------------------------------------------------------------------------- case loading
@@ -149,26 +149,7 @@ def sample_patch_start(
 # ----------------------------------------------------------------------------- augmentation
 
 
-@dataclass(frozen=True)
-class AugmentParams:
-    """Augmentation probabilities and ranges (volumentations-3D defaults where they exist)."""
-
-    flip_p: float = 0.5                                   # left-right flip (axis 0)
-    elastic_p: float = 0.3
-    elastic_deformation: tuple[float, float] = (0.0, 0.25)  # sigma = deformation * patch size
-    gamma_p: float = 0.5
-    gamma_limit: tuple[int, int] = (80, 120)              # gamma = randint(lo, hi) / 100
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> "AugmentParams":
-        d = dict(d or {})
-        for k in ("elastic_deformation", "gamma_limit"):
-            if k in d:
-                d[k] = tuple(d[k])
-        return cls(**d)
+from ..plan import AugmentParams  # noqa: E402
 
 
 def _gamma_rescaled(image: np.ndarray, gamma: float) -> np.ndarray:

@@ -30,9 +30,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from .utils import PathLike, atomic_write_json, file_sha256, get_logger
+from ..utils import PathLike, atomic_write_json, file_sha256, get_logger
 
-log = get_logger("bmstudy.pipeline")
+log = get_logger("bmstudy.study.runner")
 
 PROVENANCE_FILE = "provenance.json"
 KERNEL_NAME = "python3"
@@ -487,7 +487,7 @@ def cli_main(args: argparse.Namespace) -> int:
     print(f"run {res.run_dir}: ran {res.ran or 'nothing'}, skipped {res.skipped or 'nothing'} "
           f"({time.perf_counter() - t0:.0f} s)")
     if not args.no_book:
-        from .book import build_book
+        from ..reporting.book import build_book
 
         index = build_book(res.run_dir, book_dir=args.book_dir)
         print(f"HTML report: {index}")

@@ -13,7 +13,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from .utils import PathLike, atomic_to_csv, file_sha256
+from ..utils import PathLike, atomic_to_csv, file_sha256
 
 REQUIRED_COLUMNS: tuple[str, ...] = (
     "patient_id", "site", "split", "age", "sex", "cancer_type", "image", "mask", "manual_seconds",

@@ -6,7 +6,7 @@ import argparse
 import numpy as np
 import pandas as pd
 
-from .manifest import ManifestError, load_manifest, write_manifest
+from ..io.manifest import ManifestError, load_manifest, write_manifest
 
 
 def systematic_split(

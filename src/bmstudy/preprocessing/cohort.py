@@ -2,14 +2,14 @@
 
 Per case (:func:`preprocess_case`), in this order:
 
-1. read image, lesion mask and (backend ``'mask'``) brain mask (:mod:`bmstudy.io`), each reoriented
+1. read image, lesion mask and (backend ``'mask'``) brain mask (:mod:`bmstudy.io.volumes`), each reoriented
    exactly (axis permutations/flips only) to canonical RAS+;
 2. alignment check of mask and brain mask against the image ON DISK: shape, spacing, origin and
    direction within ``PreprocessParams`` tolerances. A mismatch raises :class:`AlignmentError`; the
    case is reported ``excluded`` and never silently resampled;
 3. lesion mask binarised: exactly {0, 1} as given, or ``isin(mask_labels)`` (e.g. ``(4,)`` for the
    BraTS enhancing tumour), or ``> label_threshold``; otherwise :class:`MaskValueError` (excluded);
-4. brain mask from the skull-strip backend (:mod:`bmstudy.skullstrip`) on the canonical input grid;
+4. brain mask from the skull-strip backend (:mod:`bmstudy.preprocessing.skullstrip`) on the canonical input grid;
 5. resampling to ``target_spacing`` (default 0.833 mm isotropic): image linear (or cubic B-spline),
    lesion and brain masks linear then > 0.5 (nnU-Net style; ``mask_interpolation='nearest'`` available). The new grid spans exactly the input's
    physical extent (``new_shape = round(shape * spacing / target)``, grid-aligned zoom), so the
@@ -46,19 +46,18 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from .io import (VolumeError, Volume, affine_direction, affine_spacing, canonical_to_source, fingerprint_unchanged,
+from ..io.volumes import (VolumeError, Volume, affine_direction, affine_spacing, canonical_to_source, fingerprint_unchanged,
                  input_fingerprint, read_volume, write_volume)
-from .skullstrip import brain_mask as _brain_mask
-from .skullstrip import resolve_backend
-from .utils import (PathLike, atomic_save_npy, atomic_to_csv, atomic_write_json, get_logger, params_hash)
+from ..preprocessing.skullstrip import brain_mask as _brain_mask
+from ..preprocessing.skullstrip import resolve_backend
+from ..utils import (PathLike, atomic_save_npy, atomic_to_csv, atomic_write_json, get_logger, params_hash)
 
 log = get_logger(__name__)
 
 RECORD_VERSION = 1
 REPORT_NAME = "preprocess_report.csv"
 HIST_Z_EDGES = np.linspace(-5.0, 5.0, 101)
-INTERPOLATION_ORDER = {"linear": 1, "bspline": 3}
-NORMALISATIONS = ("zscore_brain", "zscore_volume", "none")
+from ..plan import INTERPOLATION_ORDER, NORMALISATIONS
 REPORT_COLUMNS: tuple[str, ...] = (
     "patient_id", "site", "split", "status", "reason", "cached", "seconds", "skull_strip",
     "input_shape", "input_spacing", "input_axcodes", "cropped_shape", "output_shape", "output_spacing",
@@ -75,85 +74,7 @@ class MaskValueError(VolumeError):
     """A lesion mask is not binary and no label selection/threshold was requested."""
 
 
-@dataclass(frozen=True)
-class PreprocessParams:
-    """Preprocessing parameters (everything except ``synthstrip_model`` and ``threads`` enters :meth:`hash`).
-
-    target_spacing: output voxel size in mm (x, y, z); ``None`` keeps the input spacing.
-    interpolation: image interpolation, ``'linear'`` or ``'bspline'`` (cubic).
-    mask_interpolation: lesion mask resampling, ``'linear'`` (linear then > 0.5, as nnU-Net; preserves
-        volume better: measured -1 %..+0 % vs -3 %..-12 % for nearest on small synthetic lesions) or ``'nearest'``.
-    skull_strip: ``'auto' | 'mask' | 'none' | 'deepbet' | 'synthstrip'`` (see :mod:`bmstudy.skullstrip`).
-    normalisation: ``'zscore_brain'`` (default), ``'zscore_volume'`` or ``'none'``.
-    mask_labels: label values that form the lesion (e.g. ``(4,)`` for BraTS enhancing tumour).
-    label_threshold: binarise a non-binary mask with ``mask > label_threshold`` (ignored with mask_labels).
-    crop_to_brain / crop_margin_mm: crop to the brain bounding box plus margin (before resampling).
-    spacing_tol_mm, origin_tol_mm, direction_tol: alignment tolerances (absolute).
-    """
-
-    target_spacing: tuple[float, float, float] | None = (0.833, 0.833, 0.833)
-    interpolation: str = "linear"
-    mask_interpolation: str = "linear"
-    skull_strip: str = "auto"
-    normalisation: str = "zscore_brain"
-    mask_labels: tuple[int, ...] | None = None
-    label_threshold: float | None = None
-    crop_to_brain: bool = False
-    crop_margin_mm: float = 10.0
-    spacing_tol_mm: float = 1e-3
-    origin_tol_mm: float = 1e-2
-    direction_tol: float = 1e-3
-    synthstrip_model: str | None = field(default=None, compare=False)
-    threads: int | None = field(default=None, compare=False)
-
-    def __post_init__(self) -> None:
-        if self.target_spacing is not None:
-            ts = tuple(float(v) for v in (self.target_spacing if np.ndim(self.target_spacing) else (self.target_spacing,) * 3))
-            if len(ts) != 3 or not all(v > 0 and math.isfinite(v) for v in ts):
-                raise ValueError(f"target_spacing must be 3 positive numbers, got {self.target_spacing!r}")
-            object.__setattr__(self, "target_spacing", ts)
-        if self.interpolation not in INTERPOLATION_ORDER:
-            raise ValueError(f"interpolation must be one of {tuple(INTERPOLATION_ORDER)}, got {self.interpolation!r}")
-        if self.mask_interpolation not in ("linear", "nearest"):
-            raise ValueError(f"mask_interpolation must be 'linear' or 'nearest', got {self.mask_interpolation!r}")
-        resolve_backend(self.skull_strip, True)  # validates the name
-        if self.normalisation not in NORMALISATIONS:
-            raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got {self.normalisation!r}")
-        if self.mask_labels is not None:
-            object.__setattr__(self, "mask_labels", tuple(int(v) for v in self.mask_labels))
-            if not self.mask_labels:
-                raise ValueError("mask_labels must be None or a non-empty sequence of labels")
-        if self.crop_margin_mm < 0:
-            raise ValueError(f"crop_margin_mm must be >= 0, got {self.crop_margin_mm}")
-        for name in ("spacing_tol_mm", "origin_tol_mm", "direction_tol"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"{name} must be >= 0")
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        for k in ("target_spacing", "mask_labels"):
-            if d[k] is not None:
-                d[k] = list(d[k])
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "PreprocessParams":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown PreprocessParams keys: {sorted(unknown)}")
-        kw = dict(d)
-        for k in ("target_spacing", "mask_labels"):
-            if kw.get(k) is not None:
-                kw[k] = tuple(kw[k])
-        return cls(**kw)
-
-    def hash(self) -> str:
-        """Short stable hash of the parameters that change outputs."""
-        d = self.to_dict()
-        d.pop("synthstrip_model")
-        d.pop("threads")
-        return params_hash(d)
+from ..plan import PreprocessParams  # noqa: E402  (defined with the other stage parameters)
 
 
 # ----------------------------------------------------------------------------- array functions
@@ -702,7 +623,7 @@ def write_qc(out_dir: PathLike, report: pd.DataFrame | None = None) -> dict[str,
     """Write ``qc_hist_cases.png`` (raw), ``qc_hist_cases_z.png``, ``qc_hist_sites.png`` and ``qc_stats.csv``."""
     import matplotlib.pyplot as plt
 
-    from .utils import atomic_path
+    from ..utils import atomic_path
 
     out_dir = Path(out_dir)
     report = load_report(out_dir) if report is None else report
@@ -742,7 +663,7 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cli_main(args: argparse.Namespace) -> int:
-    from .manifest import load_manifest
+    from ..io.manifest import load_manifest
 
     spacing = None if args.no_resample else (tuple(args.spacing) * 3 if len(args.spacing) == 1 else tuple(args.spacing))
     params = PreprocessParams(target_spacing=spacing, interpolation=args.interpolation,

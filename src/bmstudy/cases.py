@@ -1,0 +1,193 @@
+"""The one per-case loop of every cohort stage (synthesis, preprocessing, inference, evaluation).
+
+:func:`run_cases` runs a function over cases, serially or in worker processes, with a progress bar;
+an exception in one case becomes that case's ``failed`` row (naming the case and, when the exception
+carries one, the file) and never stops the others. Cases already finished are skipped when the caller
+says so (``is_finished``), and the status table is written atomically when ``status_path`` is given.
+
+Status rows are plain dicts with at least ``patient_id``, ``status`` (``ok`` | ``excluded`` |
+``failed`` | ``skipped``) and ``reason``; the function may return any further columns.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import sys
+import traceback
+from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import pandas as pd
+
+from .utils import PathLike, atomic_to_csv, get_logger
+
+__all__ = ["STATUSES", "CaseError", "CaseResult", "run_cases", "status_counts", "failure_row"]
+
+log = get_logger("bmstudy.cases")
+
+#: Status values of a per-case row.
+STATUSES: tuple[str, ...] = ("ok", "excluded", "failed", "skipped")
+
+
+class CaseError(RuntimeError):
+    """An error of one case; ``case`` and ``path`` name the patient and the file concerned."""
+
+    def __init__(self, message: str, case: str | None = None, path: PathLike | None = None,
+                 status: str = "failed") -> None:
+        super().__init__(message)
+        self.case = case
+        self.path = None if path is None else Path(path)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    """Outcome of :func:`run_cases`: one status row per case, in input order."""
+
+    rows: list[dict[str, Any]]
+
+    @property
+    def table(self) -> pd.DataFrame:
+        """The status rows as a DataFrame."""
+        return pd.DataFrame(self.rows)
+
+    def counts(self) -> dict[str, int]:
+        """Number of cases per status."""
+        return status_counts(self.rows)
+
+
+def status_counts(rows: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """``{status: count}`` of status rows (statuses in :data:`STATUSES` order first)."""
+    counts: dict[str, int] = {}
+    for r in rows:
+        s = str(r.get("status", "failed"))
+        counts[s] = counts.get(s, 0) + 1
+    return {k: counts[k] for k in [*STATUSES, *sorted(set(counts) - set(STATUSES))] if k in counts}
+
+
+def failure_row(case_id: str, exc: BaseException, status: str | None = None) -> dict[str, Any]:
+    """The status row of a case whose function raised ``exc`` (message names case and file)."""
+    status = status or getattr(exc, "status", None) or "failed"
+    path = getattr(exc, "path", None) or getattr(exc, "filename", None)
+    msg = str(exc) or type(exc).__name__
+    if case_id not in msg:
+        msg = f"{case_id}: {msg}"
+    if path and str(path) not in msg:
+        msg = f"{msg} ({path})"
+    reason = msg if status == "excluded" else f"{type(exc).__name__}: {msg}"
+    return {"patient_id": case_id, "status": status, "reason": reason}
+
+
+def _mp_context() -> Any:
+    # forking a process that already runs TensorFlow/torch threads can deadlock: spawn then
+    return mp.get_context("spawn") if {"tensorflow", "torch"} & set(sys.modules) else None
+
+
+def _call(fn: Callable[..., Mapping[str, Any]], case_id: str, case: Any, kwargs: Mapping[str, Any],
+          excluded: tuple[type[BaseException], ...]) -> dict[str, Any]:
+    try:
+        row = dict(fn(case, **kwargs))
+    except excluded as exc:
+        return failure_row(case_id, exc, "excluded")
+    except Exception as exc:  # noqa: BLE001  one bad case never loses the others
+        log.debug("case %s failed:\n%s", case_id, traceback.format_exc())
+        return failure_row(case_id, exc)
+    row.setdefault("patient_id", case_id)
+    row.setdefault("status", "ok")
+    row.setdefault("reason", "")
+    return row
+
+
+def run_cases(
+    fn: Callable[..., Mapping[str, Any]],
+    cases: Sequence[Any],
+    *,
+    case_id: Callable[[Any], str] | None = None,
+    kwargs: Mapping[str, Any] | None = None,
+    is_finished: Callable[[Any], Mapping[str, Any] | None] | None = None,
+    n_jobs: int = 1,
+    executor: Executor | None = None,
+    excluded: tuple[type[BaseException], ...] = (),
+    status_path: PathLike | None = None,
+    columns: Sequence[str] | None = None,
+    desc: str = "cases",
+    progress: bool = True,
+) -> CaseResult:
+    """Run ``fn(case, **kwargs)`` for every case; one status row per case, in input order.
+
+    Parameters
+    ----------
+    fn : picklable function returning the case's status row (a mapping; ``status`` defaults to ``ok``).
+    cases : the cases (manifest rows as dicts, plans, ...).
+    case_id : maps a case to its id (default: ``case["patient_id"]``).
+    kwargs : keyword arguments passed to every call.
+    is_finished : returns the recorded row of a case that needs no work (it is kept, with
+        ``cached=True``), or ``None`` to run it.
+    n_jobs : worker processes when ``executor`` is None (1: run in this process).
+    executor : a :class:`concurrent.futures.Executor` to submit to instead (e.g. a Dask client's).
+    excluded : exception types that mean "bad input" (status ``excluded``) rather than ``failed``.
+    status_path : where the status table is written (CSV, atomically), or None.
+    columns : column order of the written table (missing columns are added empty).
+    desc, progress : progress-bar label and switch.
+
+    Returns
+    -------
+    CaseResult
+    """
+    from tqdm.auto import tqdm
+
+    if int(n_jobs) < 1:
+        raise ValueError(f"n_jobs must be >= 1, got {n_jobs}")
+    ident = case_id or (lambda c: str(c["patient_id"]))
+    ids = [ident(c) for c in cases]
+    dup = sorted({i for i in ids if ids.count(i) > 1})
+    if dup:
+        raise ValueError(f"duplicate case ids: {dup[:10]}")
+    kwargs = dict(kwargs or {})
+    rows: dict[str, dict[str, Any]] = {}
+    todo = []
+    for cid, case in zip(ids, cases):
+        prev = is_finished(case) if is_finished else None
+        if prev is not None:
+            rows[cid] = {**dict(prev), "patient_id": cid, "cached": True}
+        else:
+            todo.append((cid, case))
+    bar = tqdm(total=len(cases), initial=len(cases) - len(todo), desc=desc, unit="case", disable=not progress)
+    try:
+        if executor is None and (int(n_jobs) <= 1 or len(todo) <= 1):
+            for cid, case in todo:
+                rows[cid] = _call(fn, cid, case, kwargs, excluded)
+                bar.update(1)
+        else:
+            own = executor is None
+            pool = executor or ProcessPoolExecutor(max_workers=min(int(n_jobs), len(todo)), mp_context=_mp_context())
+            try:
+                futures = {pool.submit(_call, fn, cid, case, kwargs, excluded): cid for cid, case in todo}
+                for fut in as_completed(futures):
+                    cid = futures[fut]
+                    try:
+                        rows[cid] = fut.result()
+                    except Exception as exc:  # noqa: BLE001  worker crash (e.g. killed for memory)
+                        rows[cid] = failure_row(cid, exc)
+                    bar.update(1)
+            finally:
+                if own:
+                    pool.shutdown()
+    finally:
+        bar.close()
+    ordered = [rows[i] for i in ids]
+    for r in ordered:
+        r.setdefault("cached", False)
+    if status_path is not None:
+        table = pd.DataFrame(ordered)
+        if columns is not None:
+            for col in columns:
+                if col not in table.columns:
+                    table[col] = None
+            table = table[list(columns) + [c for c in table.columns if c not in columns]]
+        atomic_to_csv(table, status_path)
+    bad = [r for r in ordered if r.get("status") in ("failed", "excluded")]
+    for r in bad[:20]:
+        log.warning("%s %s: %s", r["patient_id"], r["status"], r.get("reason", ""))
+    return CaseResult(ordered)
