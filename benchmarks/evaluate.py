@@ -22,8 +22,8 @@ def main() -> None:
     ap.add_argument("--cases", type=int, default=3)
     ap.add_argument("--jobs", type=int, default=1)
     args = ap.parse_args()
-    from bmstudy.evaluation import voxel as M
-    from bmstudy.evaluation.evaluate import evaluate_cohort
+    from bmstudy import evaluation as M
+    from bmstudy.evaluation import evaluate_cohort
 
     shape = tuple(args.shape)
     rng = np.random.default_rng(0)

@@ -1,11 +1,11 @@
-"""Benchmark of bmstudy.inference.predictor: per-case time for a brain-sized 0.833 mm volume.
+"""Benchmark of bmstudy.inference (sliding_window + predictor): per-case time for a brain-sized 0.833 mm volume.
 
 Two measurements, printed as a table:
 
 1. Stitching overhead (pure numpy): ``sliding_window_predict`` on a brain-sized volume with a
    trivial predict_fn (returns a preallocated array), so the time is window extraction,
    accumulation and normalisation only. Peak extra memory from tracemalloc (numpy allocations).
-2. The per-case pipeline (:func:`bmstudy.inference.predictor.predict_case`) with the same trivial network on a
+2. The per-case pipeline (:func:`bmstudy.inference.predict_case`) with the same trivial network on a
    synthetic 1 mm LPS NIfTI: preprocess / sliding window / postprocess seconds (no TensorFlow).
 3. Network time per window: the study's 3D U-Net (ResNet-34, ``bmstudy.training.model.build_model``,
    random weights, inference mode) on ``--model-windows`` windows of ``--patch``^3, after a
@@ -30,7 +30,7 @@ import tracemalloc
 
 import numpy as np
 
-from bmstudy.inference.predictor import sliding_window_predict, window_starts
+from bmstudy.inference.sliding_window import sliding_window_predict, window_starts
 
 
 def _rss_gib() -> float:
@@ -71,7 +71,7 @@ def pipeline(shape, patch, stride, batch_size):
 
     import nibabel as nib
 
-    from bmstudy.inference.predictor import predict_case
+    from bmstudy.inference import predict_case
 
     in_shape = tuple(int(round(n * 0.833)) for n in shape)
     idx = np.indices(in_shape, dtype=np.float32)
@@ -91,7 +91,7 @@ def pipeline(shape, patch, stride, batch_size):
 
 
 def network(patch, batch_size, n_windows_measure, full_shape=None, stride=None):
-    from bmstudy.inference.predictor import make_predict_fn
+    from bmstudy.inference import make_predict_fn
     from bmstudy.training.model import build_model
 
     t0 = time.perf_counter()

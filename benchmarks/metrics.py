@@ -3,7 +3,7 @@
 Usage: python benchmarks/metrics.py [--size 300] [--lesions 6] [--no-sklearn] [--no-baseline] [--boot-patients 50]
 
 Builds a volume with a few spherical lesions and a noisy float32 probability map, then prints wall
-seconds for: bmstudy.evaluation.voxel.case_metrics vs the scikit-learn route (precision/recall/f1/jaccard/
+seconds for: bmstudy.evaluation.case_metrics vs the scikit-learn route (precision/recall/f1/jaccard/
 MCC/confusion matrix/roc_auc_score on the flattened arrays, timed once), lesion_table,
 score_histogram, DeLong unpaired on two such volumes (array form, the same test written literally as
 Sun & Xu with scipy's rankdata as a baseline, and the histogram form) and the patient-level
@@ -54,8 +54,8 @@ def main() -> None:
     ap.add_argument("--n-boot", type=int, default=2000)
     args = ap.parse_args()
 
-    from bmstudy.evaluation import voxel as M
-    from bmstudy.statistics import rank as S
+    from bmstudy import evaluation as M
+    from bmstudy import statistics as S
 
     prob, truth = make_volume(args.size, args.lesions, args.seed)
     n = prob.size

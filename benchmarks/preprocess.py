@@ -92,7 +92,7 @@ def peak_rss_mb() -> float:
 
 
 def worker(config: str, inputs_json: str, out_dir: str) -> None:
-    from bmstudy.preprocessing.cohort import PreprocessParams, preprocess_case
+    from bmstudy.preprocessing import PreprocessParams, preprocess_case
 
     if CONFIGS[config]["skull_strip"] == "deepbet":
         import torch  # noqa: F401  (count the library import in the baseline, not in the case)

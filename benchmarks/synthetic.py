@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from bmstudy.synthetic.cohort import generate_cohort, get_profile
+from bmstudy.plan import synth_params
+from bmstudy.synthetic import generate_cohort
 
 
 def _mb(folder: Path, pattern: str = "**/*") -> float:
@@ -28,7 +29,7 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="output folder (default: a temporary folder)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary output")
     args = ap.parse_args()
-    prof = get_profile(args.profile)
+    prof = synth_params(args.profile)
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="bmstudy_synth_bench_"))
     try:
         t0 = time.perf_counter()

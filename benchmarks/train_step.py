@@ -29,7 +29,7 @@ def _one(patch: int, batch: int, steps: int, mixed: bool) -> dict:
     import keras
     import tensorflow as tf
 
-    from bmstudy.training.model import build_model, dice_score, make_loss
+    from bmstudy.training import build_model, dice_score, make_loss
 
     gpus = tf.config.list_physical_devices("GPU")
     if mixed and gpus:
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         print("RESULT " + json.dumps(_one(patch, batch, steps, mixed)), flush=True)
         return 0
 
-    from bmstudy.training.loop import TrainConfig
+    from bmstudy.training import TrainConfig
 
     cpu_batch = TrainConfig.from_profile("cpu").batch_size
     paper_batch = TrainConfig.from_profile("paper").batch_size

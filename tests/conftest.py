@@ -39,7 +39,7 @@ def asah_csv() -> Path:
 @pytest.fixture(scope="session")
 def tiny_cohort(tmp_path_factory) -> Path:
     """A tiny synthetic cohort (profile 'tiny'); returns the manifest path."""
-    from bmstudy.synthetic.cohort import generate_cohort
+    from bmstudy.synthetic import generate_cohort
 
     out = tmp_path_factory.mktemp("tiny_cohort")
     return generate_cohort(out, profile="tiny", seed=0)

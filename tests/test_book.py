@@ -17,7 +17,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bmstudy.plan import resolve_plan, write_plan
 from bmstudy.reporting import book as bk
+from bmstudy.reporting.provenance_page import PathDisplay
 
 CHROMIUM = Path("/usr/bin/chromium")
 MAGENTA = (255, 0, 255)
@@ -36,7 +38,7 @@ def _figure(color=(1.0, 0.0, 1.0)):
     return fig
 
 
-def _executed_notebook(path: Path, title: str, table: pd.DataFrame) -> None:
+def _executed_notebook(path: Path, title: str, table: pd.DataFrame, printed: str = "") -> None:
     fig = _figure()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
@@ -59,6 +61,10 @@ def _executed_notebook(path: Path, title: str, table: pd.DataFrame) -> None:
                                   execution_count=2),
         table_cell, fig_cell, widget_cell,
     ]
+    if printed:  # a cell that prints a path of the machine (e.g. its output folder)
+        cell = nbformat.v4.new_code_cell("print(out_dir)", execution_count=6)
+        cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=printed + "\n")]
+        nb.cells.append(cell)
     nbformat.write(nb, path)
 
 
@@ -69,23 +75,31 @@ def built(tmp_path_factory, repo_root):
     run.mkdir(parents=True)
     table = pd.DataFrame({"metric": ["Dice", "AUC"], "ours": [0.61, 0.87], "paper": [0.821, 0.891]})
     _executed_notebook(run / "01_cohort.ipynb", "Cohort chapter", table)
-    _executed_notebook(run / "05_metrics.ipynb", "Metrics chapter", table)
+    _executed_notebook(run / "05_metrics.ipynb", "Metrics chapter", table,
+                       printed=f"wrote {run / '05_metrics' / 'metrics.csv'} with {repo_root / 'notebooks'}")
     (run / "05_metrics.failed.ipynb").write_text("{}", encoding="utf-8")  # not a chapter
     bk.publish_table(table, run / "01_cohort", "table1", "Table 1 of this run")
     bk.publish_figure(_figure(), run / "05_metrics", "figure3_overlays", "Figure 3 overlay of this run")
     bk.publish_table(pd.DataFrame({"metric": ["Dice"], "ours": ["0.700 (0.6, 0.8)"], "paper": ["0.821 (0.674, 0.882)"]}),
                      run / "05_metrics", "table2_vs_paper", "Table 2 beside the paper")
+    plan = resolve_plan("tiny", {"train.epochs": 7})
+    write_plan(plan, run / "plan.json")
+    manifest = tmp / "elsewhere" / "my_manifest.csv"  # outside the run folder and the repository
     (run / "provenance.json").write_text(json.dumps({
-        "run": "demo", "profile": "tiny", "git": {"commit": "abc123", "dirty": False},
-        "packages": {"numpy": "1.26.4"}, "manifest": {"path": None, "sha256": None, "source": "synthetic"},
+        "run": "demo", "run_dir": str(run), "profile": "tiny", "git": {"commit": "abc123", "dirty": False},
+        "packages": {"numpy": "1.26.4"}, "plan": {"path": "plan.json", "hash": plan.hash()},
+        "manifest": {"path": str(manifest), "sha256": "9" * 64, "source": "user"},
+        "user_parameters": {"train.epochs": 7, "work_log": str(tmp / "work.log")},
         "stages": {"01_cohort": {"status": "ok", "last_action": "ran", "started": "2026-01-01T00:00:00+00:00",
                                  "finished": "2026-01-01T00:00:05+00:00", "seconds": 5.0,
-                                 "fingerprint": "f" * 64, "parameters": {"seed": 0},
+                                 "fingerprint": "f" * 64, "notebook": str(repo_root / "notebooks" / "01_cohort.ipynb"),
+                                 "parameters": {"seed": 0, "out_dir": str(run / "01_cohort"),
+                                                "plan": str(run / "plan.json"), "manifest": str(manifest)},
                                  "git": {"commit": "def456", "dirty": True}}}}), encoding="utf-8")
     book_dir = tmp / "book"
     shutil.copytree(repo_root / "book", book_dir, ignore=shutil.ignore_patterns("_build"))
     index = bk.build_book(run, book_dir)
-    return {"index": index, "html": index.parent, "run": run}
+    return {"index": index, "html": index.parent, "run": run, "tmp": tmp, "plan": plan}
 
 
 def test_book_pages_contain_tables_and_figures(built):
@@ -116,6 +130,49 @@ def test_book_pages_contain_tables_and_figures(built):
     assert results.find("Metrics chapter") < results.find("Cohort chapter")  # metrics (Table 2) lead the page
     toc_order = [intro.find(t) for t in ("Cohort chapter", "Metrics chapter", "Results summary")]
     assert -1 not in toc_order and toc_order == sorted(toc_order)
+
+
+def test_provenance_page_shows_the_plan_and_no_absolute_paths(built, repo_root):
+    prov = (built["html"] / "provenance.html").read_text(encoding="utf-8")
+    plan = built["plan"]
+    assert "Study plan" in prov and "Study settings" in prov and plan.hash() in prov
+    for section in ("synth", "preprocess", "train", "inference", "evaluation"):
+        assert f"<code class=\"docutils literal notranslate\"><span class=\"pre\">{section}</span></code>" in prov, section
+    start = prov.find('<h3><code class="docutils literal notranslate"><span class="pre">train</span>')
+    train = prov[start:prov.find("</table>", start)]
+    assert "epochs" in train and "<td>7</td>" in train  # every field of every section, with its value
+    for field in plan.to_dict()["evaluation"]:
+        assert f"<th>{field}</th>" in prov, field
+    assert "Read by: 03_training." in prov and "01_cohort, 03_training, 06_subgroups" in prov  # who reads seed
+    # paths: run-relative, repository-relative, or the file name only
+    assert "<td>01_cohort</td>" in prov and "<td>plan.json</td>" in prov
+    assert "notebooks/01_cohort.ipynb" in prov and "\N{HORIZONTAL ELLIPSIS}/my_manifest.csv" in prov
+    for root in (built["tmp"], repo_root):
+        assert str(root) not in prov, root
+
+
+def test_published_book_has_no_absolute_paths(built, repo_root):
+    html = built["html"]
+    chapter = (html / "chapters" / "05_metrics.html").read_text(encoding="utf-8")
+    assert "wrote 05_metrics/metrics.csv with notebooks" in chapter  # printed paths shown relative
+    for page in [*html.rglob("*.html"), *html.rglob("*.ipynb"), *html.rglob("*.md")]:
+        text = page.read_text(encoding="utf-8")
+        for root in (built["tmp"], repo_root):
+            assert str(root) not in text, (page, root)
+
+
+def test_path_display_rules(tmp_path):
+    run = tmp_path / "runs" / "r"
+    show = PathDisplay.for_run(run, {"run_dir": "/old/place/runs/r"}, repo_root=tmp_path / "repo")
+    assert show.path(str(run / "01_cohort" / "x.csv")) == "01_cohort/x.csv"
+    assert show.path(str(run)) == "."
+    assert show.path("/old/place/runs/r/02_b") == "02_b"  # where the stages ran, if the folder moved
+    assert show.path(str(tmp_path / "repo" / "notebooks" / "a.ipynb")) == "notebooks/a.ipynb"
+    assert show.path("/data/cohort/manifest.csv") == "\N{HORIZONTAL ELLIPSIS}/manifest.csv"
+    assert show.path("relative/x") == "relative/x" and show.path(3) == 3
+    assert show.value({"a": [str(run / "p")], "b": {"c": str(run)}}) == {"a": ["p"], "b": {"c": "."}}
+    text = f"see {run}/01_cohort/x.csv and {run}, not {run}2/y"
+    assert show.text(text) == f"see 01_cohort/x.csv and ., not {run}2/y"
 
 
 def test_book_has_no_remote_assets(built):

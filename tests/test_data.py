@@ -1,11 +1,11 @@
-"""Patch sampler, augmentation and tf.data pipeline (bmstudy.training.data)."""
+"""Patch sampling, augmentation and the tf.data pipeline (bmstudy.training.sampling, .augmentation)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from bmstudy.training.data import (AugmentParams, Case, PatchSampler, augment, extract_patch, lesion_components,
-                          load_cases, load_preprocessed_case, make_dataset, sample_patch_start)
+from bmstudy.training import (AugmentParams, Case, PatchSampler, augment, extract_patch, lesion_components,
+                              load_cases, load_preprocessed_case, make_dataset, sample_patch_start)
 from fake_preprocessed import make_case, write_cohort
 
 ALL_ON = AugmentParams(flip_p=1.0, elastic_p=1.0, elastic_deformation=(0.1, 0.25), gamma_p=1.0)
@@ -136,3 +136,30 @@ def test_tf_dataset_deterministic_and_resumable(tmp_path):
         np.testing.assert_array_equal(ya, yb)
     assert a[0][0].shape == (2, 32, 32, 32, 1)
     np.testing.assert_array_equal(a[0][0][1], sampler.sample(1)[0])
+
+
+def test_augment_and_sampler_reject_bad_input(tmp_path):
+    image, mask, _ = make_case((32, 32, 32), ((16, 16, 16, 5.0),))
+    with pytest.raises(ValueError, match="equal 3-D shapes"):
+        augment(image, mask[:-1], np.random.default_rng(0))
+    with pytest.raises(ValueError, match="equal 3-D shapes"):
+        augment(image[0], mask[0], np.random.default_rng(0))
+    write_cohort(tmp_path, n=1)
+    cases = load_cases(tmp_path, ["P000"])
+    with pytest.raises(ValueError, match="lesion_fraction"):
+        PatchSampler(cases, (32, 32, 32), lesion_fraction=1.5)
+
+
+def test_sampler_arrays_stack_consecutive_samples_and_no_augment_keeps_values(tmp_path):
+    write_cohort(tmp_path, n=2)
+    cases = load_cases(tmp_path, ["P000", "P001"])
+    sampler = PatchSampler(cases, (32, 32, 32), 0.5, None, seed=3, border_overhang=0.5)
+    x, y = sampler.arrays(3, start_index=4)
+    assert x.shape == y.shape == (3, 32, 32, 32, 1) and x.dtype == y.dtype == np.float32
+    for k in range(3):
+        img, msk = sampler.sample(4 + k)
+        np.testing.assert_array_equal(x[k], img)
+        np.testing.assert_array_equal(y[k], msk)
+    # without augmentation a patch is a zero-padded crop of one case: its values come from that case
+    values = np.concatenate([np.unique(c.image) for c in cases] + [[0.0]])
+    assert np.isin(x, values).all() and set(np.unique(y)) <= {0.0, 1.0}

@@ -1,6 +1,7 @@
 """evaluate_cohort on tiny NIfTI volumes written to tmp_path; metrics checked against scikit-learn."""
 from __future__ import annotations
 
+import json
 import os
 
 import nibabel as nib
@@ -9,7 +10,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import f1_score, roc_auc_score
 
-from bmstudy.evaluation import evaluate as E
+from bmstudy import evaluation as E
 from bmstudy.io.manifest import validate_manifest, write_manifest
 
 SHAPE = (16, 16, 12)
@@ -200,6 +201,91 @@ def test_input_validation(study, tmp_path):
         E.evaluate_cohort(study["manifest"], study["preds"], splits=("train",))
     with pytest.raises(ValueError, match="threshold"):
         E.evaluate_cohort(study["manifest"], study["preds"], threshold=2)
+
+
+def _manifest_with_masks(study, masks: dict[str, str]):
+    """The study manifest (test split) with some reference masks replaced."""
+    m = study["manifest"][study["manifest"]["split"] == "test"].copy()
+    m["mask"] = [masks.get(pid, path) for pid, path in zip(m["patient_id"], m["mask"])]
+    return m
+
+
+@pytest.mark.parametrize("suffix", [".nrrd", ".mha"])
+def test_other_reference_formats_give_the_same_metrics(study, tmp_path, suffix):
+    """An NRRD / MetaImage reference (read by bmstudy.io.read_volume) with the NIfTI predictions
+    gives exactly the metrics, lesions and histograms of the NIfTI pair."""
+    from bmstudy.io import write_volume
+
+    masks = {}
+    for pid in ("p1", "p2"):
+        path = tmp_path / f"{pid}_mask{suffix}"
+        write_volume(study["truths"][pid], AFFINE, path, dtype=np.uint8)
+        masks[pid] = str(path)
+    kw = dict(splits=("test",), progress=False)
+    ref = E.evaluate_cohort(_manifest_with_masks(study, {}), study["preds"], tmp_path / "nii", **kw)
+    other = E.evaluate_cohort(_manifest_with_masks(study, masks), study["preds"], tmp_path / "other", **kw)
+    assert list(other["status"]) == ["ok", "ok"]
+    cols = [*E.METRICS, *E.LESION_SUMMARY_KEYS, "truth_volume_ml", "pred_volume_ml"]
+    pd.testing.assert_frame_equal(other[cols], ref[cols])
+    _, les_ref = E.load_results(tmp_path / "nii")
+    _, les_other = E.load_results(tmp_path / "other")
+    pd.testing.assert_frame_equal(les_other, les_ref)
+    h_ref, h_other = (E.load_score_hists(tmp_path / d / "score_hists.npz") for d in ("nii", "other"))
+    for pid in ("p1", "p2"):
+        np.testing.assert_array_equal(h_other[pid][0], h_ref[pid][0])
+        np.testing.assert_array_equal(h_other[pid][1], h_ref[pid][1])
+
+
+def test_grid_compared_in_world_orientation(study, tmp_path):
+    """A reference stored in another voxel order (x flipped, affine adjusted) lies on the same
+    world grid as the predictions: it is accepted and gives the same voxel metrics; a reference
+    whose affine really differs is still rejected with the case and the file named."""
+    flip = AFFINE.copy()
+    flip[0, 0] = -1.0
+    flip[0, 3] = SHAPE[0] - 1.0  # voxel i of the flipped file is voxel SHAPE[0]-1-i of the original
+    path = tmp_path / "p2_mask_flipped.nii.gz"
+    _nii(path, study["truths"]["p2"][::-1].copy(), affine=flip)
+    kw = dict(splits=("test",), progress=False)
+    ref = E.evaluate_cohort(_manifest_with_masks(study, {}), study["preds"], **kw)
+    flipped = E.evaluate_cohort(_manifest_with_masks(study, {"p2": str(path)}), study["preds"], **kw)
+    assert list(flipped["status"]) == ["ok", "ok"]
+    cols = [*E.METRICS, "n_true", "n_pred", "n_detected", "n_fp", "lesion_dice", "truth_volume_ml"]
+    pd.testing.assert_frame_equal(flipped[cols], ref[cols])
+    shifted = AFFINE.copy()
+    shifted[0, 3] = 5.0
+    _nii(path, study["truths"]["p2"], affine=shifted)
+    bad = E.evaluate_cohort(_manifest_with_masks(study, {"p2": str(path)}), study["preds"], **kw)
+    err = bad.set_index("patient_id").loc["p2", "error"]
+    assert "p2" in err and "p2_prob.nii.gz" in err and "affine" in err
+
+
+def test_eval_params_and_label_map_reference(study, tmp_path):
+    """EvalParams replaces the keywords; a label-map reference is binarised by its mask_labels
+    (the lesion is label 4) and then scores as the 0/1 reference."""
+    from bmstudy.plan import EvalParams
+
+    kw_df = E.evaluate_cohort(study["manifest"], study["preds"], splits=("test",), threshold=0.6,
+                              min_lesion_mm3=4.0, progress=False)
+    params = EvalParams(splits=("test",), threshold=0.6, min_lesion_mm3=4.0)
+    pd.testing.assert_frame_equal(E.evaluate_cohort(study["manifest"], study["preds"], params=params,
+                                                    progress=False), kw_df)
+    maps = {}
+    for pid in ("p1", "p2"):
+        label_map = study["truths"][pid] * 4
+        label_map[0, 0, 0] = 2  # another structure, not lesion
+        maps[pid] = str(_nii(tmp_path / f"{pid}_labels.nii.gz", label_map.astype(np.uint8)))
+    manifest = _manifest_with_masks(study, maps)
+    plain = E.evaluate_cohort(manifest, study["preds"], splits=("test",), progress=False)
+    assert "only 0/1" in plain.set_index("patient_id").loc["p2", "error"]
+    out = tmp_path / "labels"
+    labelled = E.evaluate_cohort(manifest, study["preds"], out, params=EvalParams(splits=("test",), mask_labels=(4,)),
+                                 progress=False)
+    ref = E.evaluate_cohort(study["manifest"], study["preds"], splits=("test",), progress=False)
+    pd.testing.assert_frame_equal(labelled[list(E.METRICS)], ref[list(E.METRICS)])
+    stored = json.loads((out / "evaluate_params.json").read_text())["params"]
+    assert stored["mask_labels"] == [4]
+    E.evaluate_cohort(study["manifest"], study["preds"], tmp_path / "plain", splits=("test",), progress=False)
+    assert "mask_labels" not in json.loads((tmp_path / "plain" / "evaluate_params.json").read_text())["params"]
 
 
 @pytest.mark.realdata

@@ -7,7 +7,7 @@ import pytest
 from matplotlib.container import BarContainer, ErrorbarContainer
 
 from bmstudy.reporting import figures as figures
-from bmstudy.evaluation.evaluate import METRICS
+from bmstudy.evaluation import METRICS
 
 
 def _results(seed: int = 0) -> pd.DataFrame:
@@ -122,3 +122,89 @@ def test_load_overlay_cases_from_nifti(tmp_path):
     assert len(fig.axes) == 2
     with pytest.raises(FileNotFoundError, match="p2"):
         figures.load_overlay_cases(manifest.assign(patient_id="p2"), tmp_path / "preds", ["p2"])
+
+
+def test_select_overlay_cases_spans_the_range():
+    df = _results()
+    df.loc[3, "status"] = "failed"
+    df.loc[5, "dice"] = np.nan
+    pick = figures.select_overlay_cases(df, 4)
+    ranked = df[(df["status"] == "ok")].dropna(subset=["dice"]).sort_values("dice", ascending=False)
+    assert len(pick) == 4
+    assert pick["patient_id"].iloc[0] == ranked["patient_id"].iloc[0]     # best
+    assert pick["patient_id"].iloc[-1] == ranked["patient_id"].iloc[-1]   # worst
+    assert pick["dice"].is_monotonic_decreasing
+    assert df.loc[3, "patient_id"] not in set(pick["patient_id"]) and df.loc[5, "patient_id"] not in set(pick["patient_id"])
+    r = pick.iloc[0]
+    assert r["label"] == f"{r['patient_id']} ({r['split']}, Dice {r['dice']:.2f})"
+    assert figures.select_overlay_cases(df, 4, metric="auc")["label"].str.contains(", AUC ").all()
+    assert len(figures.select_overlay_cases(df.iloc[:2], 4)) == 2      # fewer patients than wanted
+    assert figures.select_overlay_cases(df.iloc[:0], 4).empty
+
+
+def test_load_overlay_cases_labels_and_label_maps(tmp_path):
+    import nibabel as nib
+    import SimpleITK as sitk
+
+    from bmstudy.io import VolumeError
+
+    rng = np.random.default_rng(3)
+    img = rng.normal(size=(10, 11, 6)).astype(np.float32)
+    labels = np.zeros(img.shape, np.uint8)
+    labels[2:5, 3:6, 1:4] = 2   # a label map: 2 = lesion, 1 = oedema
+    labels[6:8, 6:8, 2:4] = 1
+    nrrd = sitk.GetImageFromArray(img.transpose(2, 1, 0))  # NRRD, read through bmstudy.io
+    nrrd.SetDirection((-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0))  # LPS: the RAS identity of the NIfTI files
+    sitk.WriteImage(nrrd, str(tmp_path / "p1_img.nrrd"))
+    nib.save(nib.Nifti1Image(labels, np.eye(4)), str(tmp_path / "p1_mask.nii.gz"))
+    (tmp_path / "preds").mkdir()
+    nib.save(nib.Nifti1Image((labels == 2).astype(np.uint8), np.eye(4)), str(tmp_path / "preds" / "p1.nii.gz"))
+    manifest = pd.DataFrame({"patient_id": ["p1"], "image": [str(tmp_path / "p1_img.nrrd")],
+                             "mask": [str(tmp_path / "p1_mask.nii.gz")]})
+    with pytest.raises(VolumeError, match="p1"):  # not 0/1 and no rule given: an error naming the case
+        figures.load_overlay_cases(manifest, tmp_path / "preds", ["p1"])
+    cases = figures.load_overlay_cases(manifest, tmp_path / "preds", ["p1"], labels=["p1 (test, Dice 1.00)"],
+                                       mask_labels=(2,))
+    assert cases[0]["label"] == "p1 (test, Dice 1.00)" and cases[0]["image"].shape == img.shape
+    assert np.array_equal(cases[0]["truth"], labels == 2) and np.array_equal(cases[0]["pred"], labels == 2)
+    np.testing.assert_allclose(cases[0]["image"], img)
+    both = figures.load_overlay_cases(manifest, tmp_path / "preds", ["p1"], label_threshold=0)
+    assert np.array_equal(both[0]["truth"], labels > 0)
+    assert figures.figure3_overlays(cases).axes[0].get_ylabel().startswith("A  p1 (test, Dice 1.00)")
+    with pytest.raises(ValueError, match="2 labels for 1 patients"):
+        figures.load_overlay_cases(manifest, tmp_path / "preds", ["p1"], labels=["a", "b"])
+
+
+def test_training_curves():
+    log = pd.DataFrame({"epoch": [0, 1, 2], "loss": [0.9, 0.6, 0.5], "val_loss": [1.0, 0.7, 0.8],
+                        "dice_score": [0.1, 0.4, 0.5], "lr": [1e-4] * 3, "seconds": [30.0, 31.0, 29.0]})
+    fig = figures.training_curves(log, dice_weight=0.3, bce_weight=0.7)
+    loss_ax, other_ax = fig.axes
+    assert [l.get_label() for l in loss_ax.lines] == ["loss", "val_loss"]
+    assert [l.get_label() for l in other_ax.lines] == ["dice_score"]  # lr and seconds are not plotted
+    np.testing.assert_array_equal(loss_ax.lines[1].get_xdata(), [1, 2, 3])  # epochs shown 1-based
+    np.testing.assert_array_equal(loss_ax.lines[1].get_ydata(), log["val_loss"])
+    assert loss_ax.get_title() == "loss (0.3 Dice + 0.7 BCE)"
+    assert figures.training_curves(log).axes[0].get_title() == "loss (0.5 Dice + 0.5 BCE)"
+    assert loss_ax.get_legend() is not None
+    only_loss = figures.training_curves(log[["epoch", "loss"]])
+    assert only_loss.axes[1].get_legend() is None and not only_loss.axes[1].lines
+    with pytest.raises(ValueError, match="epoch"):
+        figures.training_curves(log.drop(columns="epoch"))
+
+
+def test_inference_phases_figure(tmp_path):
+    rng = np.random.default_rng(6)
+    timings = pd.DataFrame({"split": ["test"] * 4 + ["external"] * 3, "status": ["ok"] * 6 + ["failed"],
+                            "preprocess_s": rng.uniform(1, 2, 7), "model_s": rng.uniform(5, 9, 7),
+                            "postprocess_s": rng.uniform(0.5, 1, 7), "total_s": rng.uniform(7, 12, 7)})
+    fig = figures.inference_phases_figure(timings, out=tmp_path / "phases")
+    assert (tmp_path / "phases.png").is_file()
+    ax = fig.axes[0]
+    assert len(ax.containers) == 3  # one stacked segment per phase (total_s is not a segment)
+    ok = timings[timings["status"] == "ok"]
+    med = ok.groupby("split")[["preprocess_s", "model_s", "postprocess_s"]].median()
+    for container, phase in zip(ax.containers, med.columns):
+        np.testing.assert_allclose([b.get_width() for b in container], med[phase].to_numpy())
+    with pytest.raises(ValueError, match="no predicted"):
+        figures.inference_phases_figure(timings.assign(status="failed"))

@@ -1,4 +1,4 @@
-"""Tests for bmstudy.inference.predictor: sliding-window stitching (numpy only) and the per-case pipeline."""
+"""Tests for bmstudy.inference: sliding-window stitching (numpy only), the per-case pipeline and its inputs."""
 from __future__ import annotations
 
 import itertools
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from bmstudy.inference.predictor import (
+from bmstudy.inference.sliding_window import (
     _coverage,
     gaussian_profile,
     sliding_window_predict,
@@ -230,10 +230,8 @@ def lps_affine(spacing=SPACING, origin=(30.0, 20.0, -15.0)) -> np.ndarray:
     return aff
 
 
-def write_case(path, shape=SHAPE, affine=None, seed=0):
-    """A head-like image (brain ellipsoid ~100, lesion sphere 300, background 0) + its lesion mask."""
-    import nibabel as nib
-
+def head_arrays(shape=SHAPE, affine=None, seed=0):
+    """``(image, brain, lesion)``: brain ellipsoid ~100, lesion sphere 300 (radius ~4 mm), background 0."""
     affine = lps_affine() if affine is None else affine
     rng = np.random.default_rng(seed)
     idx = np.indices(shape).astype(np.float64)
@@ -244,8 +242,17 @@ def write_case(path, shape=SHAPE, affine=None, seed=0):
     lesion = sum(((idx[i] - LESION_CENTRE[i]) * zooms[i]) ** 2 for i in range(3)) <= 4.0 ** 2
     img = np.where(brain, 100.0 + 5.0 * rng.normal(size=shape), 0.0)
     img[lesion & brain] = 300.0
-    nib.save(nib.Nifti1Image(img.astype(np.float32), affine), str(path))
-    return (lesion & brain).astype(np.uint8)
+    return img.astype(np.float32), brain.astype(np.uint8), (lesion & brain).astype(np.uint8)
+
+
+def write_case(path, shape=SHAPE, affine=None, seed=0):
+    """A head-like image (:func:`head_arrays`) written as NIfTI; returns its lesion mask."""
+    import nibabel as nib
+
+    affine = lps_affine() if affine is None else affine
+    img, _, lesion = head_arrays(shape, affine, seed)
+    nib.save(nib.Nifti1Image(img, affine), str(path))
+    return lesion
 
 
 def zscore_threshold_fn(batch):
@@ -276,7 +283,7 @@ def config():
 def test_predict_case_writes_mask_and_prob_in_input_grid(tmp_path, config):
     import nibabel as nib
 
-    from bmstudy.inference.predictor import predict_case
+    from bmstudy.inference import predict_case
 
     truth = write_case(tmp_path / "p1.nii.gz")
     # a brain mask in the input grid (the 'mask' skull-strip backend), as the manifest's brain_mask
@@ -312,7 +319,7 @@ def test_predict_case_restricts_probabilities_to_the_brain(tmp_path, config):
     """A 'network' that fires everywhere: outside the brain mask the output is 0 unless disabled."""
     import nibabel as nib
 
-    from bmstudy.inference.predictor import predict_case
+    from bmstudy.inference import predict_case
 
     write_case(tmp_path / "p1.nii.gz")
     img = nib.load(str(tmp_path / "p1.nii.gz"))
@@ -339,7 +346,7 @@ def test_predict_cohort_reports_failures_and_completes_others(tmp_path, config):
     import nibabel as nib
     import pandas as pd
 
-    from bmstudy.inference.predictor import TIMING_COLUMNS, predict_cohort
+    from bmstudy.inference import TIMING_COLUMNS, predict_cohort
 
     src = tmp_path / "in"
     src.mkdir()
@@ -371,7 +378,7 @@ def test_predict_cohort_rerun_skips_finished_unless_forced(tmp_path, config):
 
     import pandas as pd
 
-    from bmstudy.inference.predictor import predict_cohort
+    from bmstudy.inference import predict_cohort
 
     rows = []
     for i, split in enumerate(["test", "train", "external"]):
@@ -433,7 +440,7 @@ def test_cli_predict_with_a_saved_keras_model(tmp_path):
     import nibabel as nib
 
     from bmstudy.cli import main
-    from bmstudy.inference.predictor import make_predict_fn
+    from bmstudy.inference import make_predict_fn
     from bmstudy.training.model import build_model
 
     model_dir = tmp_path / "model"
@@ -465,7 +472,7 @@ def test_cli_predict_with_a_saved_keras_model(tmp_path):
 
 
 def test_predict_case_rejects_logits(tmp_path, config):
-    from bmstudy.inference.predictor import predict_case
+    from bmstudy.inference import predict_case
 
     write_case(tmp_path / "p.nii.gz")
     with pytest.raises(ValueError, match="probabilities in \\[0, 1\\]"):
@@ -478,7 +485,7 @@ def test_predict_cohort_on_tiny_manifest_feeds_evaluate(tiny_cohort, tmp_path):
     import pandas as pd
 
     from bmstudy.evaluation.evaluate import evaluate_cohort
-    from bmstudy.inference.predictor import predict_cohort
+    from bmstudy.inference import predict_cohort
     from bmstudy.io.manifest import load_manifest
 
     manifest = load_manifest(tiny_cohort)
@@ -493,3 +500,225 @@ def test_predict_cohort_on_tiny_manifest_feeds_evaluate(tiny_cohort, tmp_path):
     assert (metrics["status"] == "ok").all(), metrics["error"].tolist()
     merged = metrics.merge(df, on="patient_id")
     np.testing.assert_allclose(pd.to_numeric(merged["model_seconds"]), merged["total_s"], rtol=1e-6)
+
+
+# --------------------------------------------------------------------------- layout and inputs of `bmstudy predict`
+def test_sliding_window_imports_no_tensorflow():
+    """`import bmstudy.inference.sliding_window` (and the package) leaves TensorFlow unimported."""
+    import subprocess
+    import sys
+
+    code = ("import sys, bmstudy.inference.sliding_window, bmstudy.inference; "
+            "print('tensorflow' in sys.modules, 'keras' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, encoding="utf-8",
+                         check=True).stdout.split()
+    assert out == ["False", "False"], out
+
+
+def ones_fn(batch):
+    """A 'network' that fires everywhere: the written mask is then exactly the brain mask used."""
+    return np.ones(batch.shape, np.float32)
+
+
+def _mask_of(out_dir, pid):
+    import nibabel as nib
+
+    return np.asanyarray(nib.load(str(out_dir / f"{pid}.nii.gz")).dataobj)
+
+
+def _write_dicom_series(folder, data_xyz, spacing, origin):
+    """Write a 3-D (x, y, z) array as a DICOM series (one int16 file per slice) with SimpleITK."""
+    import SimpleITK as sitk
+
+    folder.mkdir(parents=True)
+    img = sitk.GetImageFromArray(np.transpose(data_xyz, (2, 1, 0)).astype(np.int16))
+    img.SetSpacing(spacing)
+    img.SetOrigin(origin)
+    writer = sitk.ImageFileWriter()
+    writer.SetImageIO("GDCMImageIO")
+    writer.KeepOriginalImageUIDOn()
+    series_uid = "1.2.826.0.1.3680043.2.1125.1.7654321"
+    d = img.GetDirection()
+    for k in range(img.GetDepth()):
+        sl = img[:, :, k]
+        tags = {
+            "0008|0060": "MR", "0020|000d": "1.2.826.0.1.3680043.2.1125.1.2", "0020|000e": series_uid,
+            "0020|0037": "\\".join(map(str, (d[0], d[3], d[6], d[1], d[4], d[7]))),
+            "0020|0032": "\\".join(map(str, img.TransformIndexToPhysicalPoint((0, 0, k)))),
+            "0020|0013": str(k + 1), "0008|0018": f"{series_uid}.{k + 1}", "0018|0050": str(spacing[2]),
+        }
+        for key, value in tags.items():
+            sl.SetMetaData(key, value)
+        writer.SetFileName(str(folder / f"IM{k:04d}"))  # no suffix: found by the DICM preamble
+        writer.Execute(sl)
+
+
+def test_case_ids_from_file_names():
+    from bmstudy.inference import case_id_from_path
+
+    assert case_id_from_path("/x/p1_0000.nii.gz") == "p1"
+    assert case_id_from_path("p2_t1c.nrrd") == "p2"
+    assert case_id_from_path("p3.mha") == "p3"
+    assert case_id_from_path("/data/series_7") == "series_7"
+    assert case_id_from_path("_0000.nii") == "_0000"
+
+
+def test_folder_of_nrrd_scans_with_brain_mask_folder(tmp_path):
+    """NRRD / MetaImage images and `_brain` masks in one folder: masks are matched, not predicted."""
+    from bmstudy.inference import predict_cohort
+    from bmstudy.io import read_volume, write_volume
+
+    src = tmp_path / "scans"
+    src.mkdir()
+    brains = {}
+    for i, name in enumerate(["a.nrrd", "b_0000.nrrd", "c.mha"]):
+        img, brain, _ = head_arrays(seed=i)
+        write_volume(img, lps_affine(), src / name)
+        pid = name.split(".")[0].removesuffix("_0000")
+        write_volume(brain, lps_affine(), src / f"{pid}_brain.nrrd", dtype=np.uint8)
+        brains[pid] = brain
+    (src / "notes.txt").write_text("not a volume", encoding="utf-8")
+    cfg = {"preprocessing": {"skull_strip": "mask", "target_spacing": None}, "inference_patch": 16,
+           "inference_stride": 16}
+    out = tmp_path / "out"
+    df = predict_cohort(src, None, out, predict_fn=ones_fn, config=cfg, progress=False, brain_mask=src)
+    assert df["patient_id"].tolist() == ["a", "b", "c"]
+    assert (df["status"] == "ok").all(), df["error"].tolist()
+    for pid, brain in brains.items():
+        mask = _mask_of(out, pid)
+        assert mask.shape == SHAPE
+        np.testing.assert_array_equal(mask, brain)              # the matched mask, in the input grid
+    # the written NIfTI has the NRRD's geometry
+    pred, ref = read_volume(out / "a.nii.gz", kind="mask"), read_volume(src / "a.nrrd")
+    np.testing.assert_allclose(pred.source_affine, ref.source_affine, atol=1e-4)
+    # without brain masks, the folder's masks are cases too and 'mask' skull stripping fails per case
+    df2 = predict_cohort(src, None, tmp_path / "out2", predict_fn=ones_fn, config=cfg, progress=False)
+    assert len(df2) == 6 and (df2["status"] == "failed").all()
+    assert "a.nrrd" in df2.loc[0, "error"] and "'a'" in df2.loc[0, "error"]
+
+
+def test_dicom_series_subfolder_and_skull_strip_override(tmp_path):
+    """A DICOM series sub-folder is one case (id = folder name); skull_strip overrides the model's."""
+    from bmstudy.inference import predict_cohort
+    from bmstudy.io import read_volume
+
+    img, _, _ = head_arrays(seed=3)
+    _write_dicom_series(tmp_path / "in" / "patient7", img, (0.9, 0.9, 1.5), (-20.0, 10.0, 5.0))
+    write_case(tmp_path / "in" / "p8.nii.gz", seed=4)
+    cfg = {"preprocessing": {"skull_strip": "mask"}, "inference_patch": 16, "inference_stride": 16}
+    out = tmp_path / "out"
+    failed = predict_cohort(tmp_path / "in", None, out, predict_fn=ones_fn, config=cfg, progress=False)
+    assert failed["status"].tolist() == ["failed", "failed"]        # the model's 'mask' needs brain masks
+    df = predict_cohort(tmp_path / "in", None, out, predict_fn=ones_fn, config=cfg, progress=False,
+                        skull_strip="none")
+    assert df["patient_id"].tolist() == ["p8", "patient7"]
+    assert (df["status"] == "ok").all(), df["error"].tolist()
+    assert df.loc[1, "image"] == str(tmp_path / "in" / "patient7")
+    mask = read_volume(out / "patient7.nii.gz", kind="mask")
+    ref = read_volume(tmp_path / "in" / "patient7")
+    assert mask.source_shape == ref.source_shape == SHAPE
+    np.testing.assert_allclose(mask.source_affine, ref.source_affine, atol=1e-4)
+    assert mask.data.all()                                           # 'none': the whole volume is brain
+    with pytest.raises(ValueError, match="skull_strip"):
+        predict_cohort(tmp_path / "in", None, out, predict_fn=ones_fn, config=cfg, skull_strip="bet")
+    # a folder that is itself one DICOM series
+    one = predict_cohort(tmp_path / "in" / "patient7", None, tmp_path / "one", predict_fn=ones_fn, config=cfg,
+                         progress=False, skull_strip="none")
+    assert one["patient_id"].tolist() == ["patient7"] and one["status"].tolist() == ["ok"]
+
+
+def test_two_column_manifest_and_single_file(tmp_path):
+    """A prediction manifest needs only patient_id, image (relative paths); brain_mask is optional."""
+    import nibabel as nib
+    import pandas as pd
+
+    from bmstudy.inference import predict_cohort
+
+    (tmp_path / "img").mkdir()
+    brains = {}
+    for i, pid in enumerate(["x1", "x2"]):
+        img, brain, _ = head_arrays(seed=i)
+        nib.save(nib.Nifti1Image(img, lps_affine()), str(tmp_path / "img" / f"{pid}.nii.gz"))
+        nib.save(nib.Nifti1Image(brain, lps_affine()), str(tmp_path / "img" / f"{pid}_bm.nii.gz"))
+        brains[pid] = brain
+    pd.DataFrame({"patient_id": ["x1", "x2"], "image": ["img/x1.nii.gz", "img/x2.nii.gz"]}).to_csv(
+        tmp_path / "two.csv", index=False)
+    cfg = {"preprocessing": {"skull_strip": "none", "target_spacing": None}, "inference_patch": 16,
+           "inference_stride": 16}
+    df = predict_cohort(tmp_path / "two.csv", None, tmp_path / "o1", predict_fn=zscore_threshold_fn, config=cfg,
+                        progress=False)                          # default splits: no split column -> all rows
+    assert df["patient_id"].tolist() == ["x1", "x2"] and (df["status"] == "ok").all(), df["error"].tolist()
+    # with a brain_mask column and the model's 'mask' backend
+    pd.DataFrame({"patient_id": ["x1", "x2"], "image": ["img/x1.nii.gz", "img/x2.nii.gz"],
+                  "brain_mask": ["img/x1_bm.nii.gz", "img/x2_bm.nii.gz"]}).to_csv(tmp_path / "three.csv", index=False)
+    cfg_mask = {**cfg, "preprocessing": {"skull_strip": "mask", "target_spacing": None}}
+    df = predict_cohort(tmp_path / "three.csv", None, tmp_path / "o2", predict_fn=ones_fn, config=cfg_mask,
+                        progress=False)
+    assert (df["status"] == "ok").all(), df["error"].tolist()
+    for pid, brain in brains.items():
+        np.testing.assert_array_equal(_mask_of(tmp_path / "o2", pid), brain)
+    # one file + one brain mask file
+    df = predict_cohort(tmp_path / "img" / "x2.nii.gz", None, tmp_path / "o3", predict_fn=ones_fn, config=cfg_mask,
+                        progress=False, brain_mask=tmp_path / "img" / "x2_bm.nii.gz")
+    assert df["patient_id"].tolist() == ["x2"] and df["status"].tolist() == ["ok"]
+    np.testing.assert_array_equal(_mask_of(tmp_path / "o3", "x2"), brains["x2"])
+    with pytest.raises(ValueError, match="one brain mask file"):
+        predict_cohort(tmp_path / "two.csv", None, tmp_path / "o4", predict_fn=ones_fn, config=cfg,
+                       brain_mask=tmp_path / "img" / "x2_bm.nii.gz")
+    # bad prediction manifests name the file and the problem
+    pd.DataFrame({"patient_id": ["x1"], "path": ["img/x1.nii.gz"]}).to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(ValueError, match="'image'"):
+        predict_cohort(tmp_path / "bad.csv", None, tmp_path / "o5", predict_fn=ones_fn, config=cfg)
+    pd.DataFrame({"patient_id": ["x1", "x1"], "image": ["img/x1.nii.gz"] * 2}).to_csv(tmp_path / "dup.csv", index=False)
+    with pytest.raises(ValueError, match="duplicate patient_id 'x1'"):
+        predict_cohort(tmp_path / "dup.csv", None, tmp_path / "o6", predict_fn=ones_fn, config=cfg)
+
+
+def test_cli_brain_mask_and_skull_strip(tmp_path, monkeypatch, capsys):
+    """`bmstudy predict -i FILE --brain-mask FILE` / `--skull-strip none` with a fake predictor (no TF)."""
+    import argparse
+
+    import nibabel as nib
+
+    from bmstudy.inference import network, predictor
+
+    img, brain, _ = head_arrays(seed=5)
+    nib.save(nib.Nifti1Image(img, lps_affine()), str(tmp_path / "scan.nii.gz"))
+    nib.save(nib.Nifti1Image(brain, lps_affine()), str(tmp_path / "scan_brain.nii.gz"))
+    cfg = {"preprocessing": {"skull_strip": "mask", "target_spacing": None}, "inference_patch": 16,
+           "inference_stride": 16}
+    monkeypatch.setattr(network, "load_predictor", lambda model_dir: (ones_fn, dict(cfg)))
+    parser = argparse.ArgumentParser()
+    predictor.add_cli_arguments(parser)
+
+    def run(*extra):
+        args = parser.parse_args(["-i", str(tmp_path / "scan.nii.gz"), "-m", str(tmp_path / "model"), *extra])
+        return predictor.cli_main(args)
+
+    assert run("-o", str(tmp_path / "o1")) == 1                      # the model's 'mask' and no mask given
+    assert run("-o", str(tmp_path / "o2"), "--brain-mask", str(tmp_path / "scan_brain.nii.gz")) == 0
+    np.testing.assert_array_equal(_mask_of(tmp_path / "o2", "scan"), brain)
+    assert run("-o", str(tmp_path / "o3"), "--skull-strip", "none") == 0
+    assert _mask_of(tmp_path / "o3", "scan").all()
+    assert "1 case(s) ok, 0 failed" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        parser.parse_args(["-i", "x", "-o", "y", "-m", "z", "--skull-strip", "bet"])
+
+
+def test_predict_cohort_takes_inference_params(tmp_path, config):
+    """params=InferenceParams(...) gives the same outputs as the keywords; mixing both is an error."""
+    from bmstudy.inference import predict_cohort
+    from bmstudy.plan import InferenceParams
+
+    write_case(tmp_path / "q.nii.gz")
+    kw = predict_cohort(tmp_path / "q.nii.gz", None, tmp_path / "kw", predict_fn=sigmoid_fn, config=config,
+                        progress=False, patch=32, stride=16, blend="gaussian", tta_flip=True, threshold=0.4)
+    par = predict_cohort(tmp_path / "q.nii.gz", None, tmp_path / "par", predict_fn=sigmoid_fn, config=config,
+                         progress=False,
+                         params=InferenceParams(patch=32, stride=16, blend="gaussian", tta=True, threshold=0.4))
+    assert kw["status"].tolist() == par["status"].tolist() == ["ok"]
+    for name in ("q.nii.gz", "q_prob.nii.gz"):
+        assert (tmp_path / "kw" / name).read_bytes() == (tmp_path / "par" / name).read_bytes()
+    with pytest.raises(ValueError, match="either as params or as keywords"):
+        predict_cohort(tmp_path / "q.nii.gz", None, tmp_path / "x", predict_fn=sigmoid_fn, config=config,
+                       params=InferenceParams(), blend="gaussian")

@@ -185,3 +185,61 @@ def test_mask_dtype_kept_for_unscaled_integer_labels(tmp_path):
     nib.save(scaled, tmp_path / "scaled.nii.gz")
     s = read_volume(tmp_path / "scaled.nii.gz", kind="mask")
     assert s.data.dtype == np.float32 and s.data.max() == 2.0
+
+
+# ----------------------------------------------------------------------------- finding volumes in a folder
+
+
+def test_find_volumes_lists_every_readable_format(tmp_path):
+    """NIfTI, NRRD (+ detached .nhdr), MetaImage (.mha, .mhd + .raw) and a DICOM sub-folder; nothing else."""
+    from bmstudy.io import IMAGE_SUFFIXES, find_volumes, is_dicom_series, volume_case_id
+
+    rng = np.random.default_rng(5)
+    data = rng.normal(size=(6, 7, 4)).astype(np.float32)
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    nib.save(nib.Nifti1Image(data, lps_affine()), folder / "P1_t1c.nii.gz")
+    nib.save(nib.Nifti1Image(data, lps_affine()), folder / "P2.nii")
+    for name in ("P3.nrrd", "P4.mha", "P5.mhd", "P6.nhdr", "P7.NRRD"):
+        write_volume(data, lps_affine(), folder / name)
+    _write_dicom_series(folder / "P8", rng.integers(0, 1000, size=(4, 7, 6)).astype(np.int16), (0.9, 0.9, 1.5),
+                        (0.0, 0.0, 0.0))
+    (folder / "P9.MHA").write_bytes((folder / "P4.mha").read_bytes())  # SimpleITK reads .mha in lower case only
+    with pytest.raises(VolumeError):
+        read_volume(folder / "P9.MHA")
+    (folder / "notes.txt").write_text("not a volume")
+    (folder / ".hidden.nii.gz").write_bytes(b"")
+    (folder / "empty").mkdir()
+    (folder / "nested").mkdir()
+    nib.save(nib.Nifti1Image(data, lps_affine()), folder / "nested" / "deep.nii.gz")  # not searched
+    # detached headers: data files under their final names, listed only through their header
+    assert (folder / "P5.zraw").is_file() and (folder / "P6.raw.gz").is_file()
+    assert not [p.name for p in folder.iterdir() if ".tmp" in p.name]
+
+    found = find_volumes(folder)
+    assert [cid for cid, _ in found] == ["P1_t1c", "P2", "P3", "P4", "P5", "P6", "P7", "P8"]
+    paths = dict(found)
+    assert paths["P1_t1c"] == folder / "P1_t1c.nii.gz" and paths["P8"] == folder / "P8" and paths["P7"].name == "P7.NRRD"
+    for cid, path in found:  # every listed volume is readable, with the expected format
+        vol = read_volume(path, case=cid)
+        assert vol.format == ("dicom" if cid == "P8" else "nifti" if cid in ("P1_t1c", "P2") else "sitk")
+        if cid != "P8":
+            np.testing.assert_allclose(vol.to_source(vol.data), data, atol=1e-6)
+    assert [cid for cid, _ in find_volumes(folder, dicom=False)] == ["P1_t1c", "P2", "P3", "P4", "P5", "P6", "P7"]
+    assert is_dicom_series(folder / "P8") and not is_dicom_series(folder / "empty")
+    assert not is_dicom_series(folder / "nested") and not is_dicom_series(folder / "P3.nrrd")
+    assert volume_case_id("x/INT001_t1c.nii.gz") == "INT001_t1c" and volume_case_id("scan.v2.mha") == "scan.v2"
+    assert set(IMAGE_SUFFIXES) == {".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd"}
+
+
+def test_find_volumes_errors(tmp_path):
+    from bmstudy.io import find_volumes
+
+    with pytest.raises(NotADirectoryError, match="not a folder"):
+        find_volumes(tmp_path / "nowhere")
+    assert find_volumes(tmp_path) == []
+    data = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    nib.save(nib.Nifti1Image(data, np.eye(4)), tmp_path / "a.nii.gz")
+    write_volume(data, np.eye(4), tmp_path / "a.nrrd")
+    with pytest.raises(ValueError, match="two volumes for case id 'a'.*a.nii.gz and a.nrrd"):
+        find_volumes(tmp_path)

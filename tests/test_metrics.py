@@ -1,4 +1,4 @@
-"""bmstudy.evaluation.voxel against scikit-learn, brute force and hand-built lesion volumes."""
+"""bmstudy.evaluation (voxel, lesion, histogram metrics) vs scikit-learn, brute force and hand-built lesions."""
 from __future__ import annotations
 
 import math
@@ -9,8 +9,8 @@ import pytest
 from scipy import ndimage
 from sklearn import metrics as skm
 
-from bmstudy.evaluation import voxel as M
-from bmstudy.statistics.rank import auc_from_hist
+from bmstudy import evaluation as M
+from bmstudy.statistics import auc_from_hist
 
 
 def _sk(prob: np.ndarray, truth: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
@@ -150,6 +150,14 @@ def test_validation_errors():
         M.case_metrics(bad, truth)
     with pytest.raises(ValueError, match="binary"):
         M.confusion_counts(prob, truth)  # probabilities are not a mask
+    from bmstudy.io import VolumeError  # the one 0/1 validator (bmstudy.io.as_binary) names the array
+
+    with pytest.raises(VolumeError, match=r"binary mask 'truth' must contain only 0/1, found values \[4\]"):
+        M.case_metrics(prob, truth.astype(np.uint8) * 4)
+    with pytest.raises(VolumeError, match="binary mask 'mask'"):
+        M.score_histogram(prob, truth, mask=np.full(truth.shape, 2, np.uint8))
+    with pytest.raises(TypeError, match="truth_mask"):
+        M.lesion_table(truth, truth.astype(str), (1, 1, 1))
 
 
 def test_metrics_from_counts_large_counts_exact():

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bmstudy.training.model import build_model, check_patch_size, dice_bce_numpy, load_trained
+from bmstudy.training import build_model, check_patch_size, dice_bce_numpy, load_trained
 
 
 def test_patch_size_validation():
@@ -31,7 +31,7 @@ def test_load_trained_missing_folder(tmp_path):
 
 @pytest.mark.slow
 def test_model_at_cpu_profile_size_shape_range_and_decoder_dropout():
-    from bmstudy.training.model import decoder_dropout_layers
+    from bmstudy.training import decoder_dropout_layers
 
     model = build_model(64, decoder_dropout=0.3)
     assert model.input_shape == (None, 64, 64, 64, 1)
@@ -77,7 +77,7 @@ def test_encoder_weights_loaded_from_local_h5(tmp_path):
 
 @pytest.mark.slow
 def test_loss_equals_numpy_reference():
-    from bmstudy.training.model import make_loss
+    from bmstudy.training import make_loss
 
     rng = np.random.default_rng(0)
     loss = make_loss()
@@ -94,3 +94,26 @@ def test_loss_equals_numpy_reference():
     expected = 0.5 * (1 - (2 * 0.5 + 1e-5) / (1 + 1 + 1e-5)) + 0.5 * np.log(2)
     assert float(loss(t, p)) == pytest.approx(expected, rel=1e-5)
     assert float(make_loss(1.0, 0.0)(t, p)) == pytest.approx(1 - (1 + 1e-5) / (2 + 1e-5), rel=1e-5)
+
+
+def test_load_trained_names_the_missing_or_broken_file(tmp_path):
+    (tmp_path / "train_config.json").write_text("{}", encoding="utf-8")
+    with pytest.raises(FileNotFoundError, match="model_best.keras"):
+        load_trained(tmp_path)
+    with pytest.raises(FileNotFoundError, match="last.keras"):
+        load_trained(tmp_path, which="last")
+    with pytest.raises(ValueError, match="'best' or 'last'"):
+        load_trained(tmp_path, which="first")
+    (tmp_path / "model_best.keras").write_bytes(b"")
+    (tmp_path / "train_config.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(ValueError, match="invalid JSON"):
+        load_trained(tmp_path)
+
+
+def test_bad_builder_arguments_fail_before_building():
+    with pytest.raises(ValueError, match="dropout_type"):
+        build_model(32, dropout_type="gaussian")
+    with pytest.raises(ValueError, match="5 entries"):
+        build_model(32, decoder_filters=(64, 32))
+    with pytest.raises(ValueError, match="multiples of 32"):
+        build_model(48)

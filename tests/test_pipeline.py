@@ -1,4 +1,5 @@
-"""bmstudy.study.runner: papermill execution, skip / re-run logic, failure reporting, provenance.
+"""bmstudy.study: papermill execution, skip / re-run logic, plan overrides and fingerprints, failure
+reporting, provenance, ``bmstudy plan``.
 
 Uses tiny dummy notebooks (no TensorFlow); each executed notebook costs one kernel start (~5 s).
 """
@@ -10,15 +11,24 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from bmstudy import plan as plan_mod
+from bmstudy.cli import main as cli_main
 from bmstudy.study import runner as pipeline
-from bmstudy.study.runner import Stage, StageError, notebook_source_hash, parse_param, run_study
+from bmstudy.study import (Stage, StageError, is_plan_key, notebook_source_hash, parse_param, run_study,
+                           split_params)
+from bmstudy.study.fingerprint import changed_inputs, fingerprint, input_digest, stage_inputs
 
 STAGES = (
     Stage("01_a", "01_a.ipynb"),
     Stage("02_b", "02_b.ipynb", ("01_a",)),
     Stage("03_c", "03_c.ipynb", ("02_b",)),
 )
-PROFILES = {"tiny": {"profile": "tiny", "seed": 0}}
+#: The same toy study, with the plan sections each stage reads (they enter the fingerprints).
+PLAN_STAGES = (
+    Stage("01_a", "01_a.ipynb", plan_sections=("seed", "synth")),
+    Stage("02_b", "02_b.ipynb", ("01_a",), plan_sections=("train",)),
+    Stage("03_c", "03_c.ipynb", ("02_b",)),
+)
 
 
 def _nb(params: str, *cells: str) -> nbformat.NotebookNode:
@@ -56,8 +66,8 @@ def _write_notebooks(folder: Path) -> Path:
 def _run(tmp_path: Path, **kw):
     log = tmp_path / "work.log"
     params = {"work_log": str(log), **kw.pop("params", {})}
-    return run_study("r", "tiny", params=params, runs_dir=tmp_path / "runs", notebooks_dir=tmp_path / "nb",
-                     stage_list=STAGES, profiles=PROFILES, **kw)
+    kw.setdefault("stage_list", STAGES)
+    return run_study("r", "tiny", params=params, runs_dir=tmp_path / "runs", notebooks_dir=tmp_path / "nb", **kw)
 
 
 def _work(tmp_path: Path) -> list[str]:
@@ -124,7 +134,7 @@ def test_failure_names_notebook_and_cell_and_stops(tmp_path):
     nbformat.write(_nb("work_log = ''", _log("04_d")), tmp_path / "nb" / "04_d.ipynb")
     with pytest.raises(StageError) as info:
         run_study("r", "tiny", params={"work_log": str(tmp_path / "work.log"), "fail": True},
-                  runs_dir=tmp_path / "runs", notebooks_dir=tmp_path / "nb", stage_list=stages, profiles=PROFILES)
+                  runs_dir=tmp_path / "runs", notebooks_dir=tmp_path / "nb", stage_list=stages)
     msg = str(info.value)
     assert "03_c" in msg and str(tmp_path / "nb" / "03_c.ipynb") in msg
     assert "cell 5" in msg  # markdown, parameters, log, read, failing cell: 5th cell of the source notebook
@@ -147,15 +157,21 @@ def test_parameter_validation(tmp_path):
     with pytest.raises(ValueError, match="unknown stage"):
         _run(tmp_path, stages=["09_z"])
     with pytest.raises(ValueError, match="unknown profile"):
-        run_study("r", "gpu-huge", runs_dir=tmp_path / "runs", notebooks_dir=tmp_path / "nb",
-                  stage_list=STAGES, profiles=PROFILES)
+        run_study("r", "gpu-huge", runs_dir=tmp_path / "runs", notebooks_dir=tmp_path / "nb", stage_list=STAGES)
     with pytest.raises(ValueError, match="set by the pipeline"):
         _run(tmp_path, params={"02_b.a_dir": "/elsewhere"})
     with pytest.raises(ValueError, match="--manifest"):
         _run(tmp_path, params={"manifest": "x.csv"})
     with pytest.raises(FileNotFoundError, match="manifest"):
         _run(tmp_path, manifest=tmp_path / "missing.csv")
+    with pytest.raises(ValueError, match="nope"):  # a plan override the plan does not know
+        _run(tmp_path, params={"train.nope": 1})
+    with pytest.raises(ValueError, match="set by the pipeline"):
+        _run(tmp_path, params={"02_b.plan": "/elsewhere/plan.json"})
+    with pytest.raises(ValueError, match="--profile"):
+        _run(tmp_path, params={"profile": "paper"})
     assert not (tmp_path / "runs" / "r" / "01_a").exists()  # validation happens before any execution
+    assert not (tmp_path / "runs" / "r" / "plan.json").exists()
 
 
 def test_parse_param_and_source_hash(tmp_path):
@@ -182,7 +198,128 @@ def test_study_stage_graph_is_consistent():
     assert names == sorted(names)
     for i, s in enumerate(pipeline.STAGES):
         assert all(names.index(d) < i for d in s.depends)
-    assert set(pipeline.PROFILES) == {"tiny", "cpu", "paper"}
+    assert set(plan_mod.PROFILES) == {"tiny", "cpu", "paper"}
+    sections = {s.name: s.plan_sections for s in pipeline.STAGES}
+    assert sections == {"01_cohort": ("seed", "test_fraction", "synth"), "02_preprocessing": ("preprocess", "n_jobs"),
+                        "03_training": ("train", "gpu", "seed"), "04_inference": ("inference", "gpu"),
+                        "05_metrics": ("evaluation",), "06_subgroups": ("evaluation", "seed"), "07_timing": ()}
+    from bmstudy.reporting.book import STAGE_DESCRIPTIONS
+
+    assert all(s.description and "\n" not in s.description for s in pipeline.STAGES)
+    assert STAGE_DESCRIPTIONS == {s.name: s.description for s in pipeline.STAGES}
+    with pytest.raises(ValueError, match="unknown plan section"):
+        Stage("09_x", "09_x.ipynb", plan_sections=("training",))
+
+
+def test_split_params_plan_keys_versus_notebook_parameters():
+    assert is_plan_key("seed") and is_plan_key("train.epochs") and is_plan_key("inference.blend")
+    assert not is_plan_key("scale") and not is_plan_key("03_training.foo") and not is_plan_key("training.foo")
+    assert not is_plan_key("profile") and not is_plan_key("train")
+    plan_ov, nb = split_params({"seed": 1, "train.epochs": 2, "inference.blend": "gaussian", "n_jobs": 1,
+                                "03_training.foo": 3, "scale": 4, "04_inference.batch_size": 2})
+    assert plan_ov == {"seed": 1, "train.epochs": 2, "inference.blend": "gaussian", "n_jobs": 1}
+    assert nb == {"03_training.foo": 3, "scale": 4, "04_inference.batch_size": 2}
+    with pytest.raises(ValueError, match="--profile"):
+        split_params({"profile": "paper"})
+
+
+def test_fingerprint_covers_only_the_plan_sections_a_stage_reads():
+    stage = Stage("03_t", "03_t.ipynb", plan_sections=("train", "seed"))
+    other = Stage("05_e", "05_e.ipynb", plan_sections=("evaluation",))
+    base = plan_mod.resolve_plan("tiny")
+    epochs = plan_mod.resolve_plan("tiny", {"train.epochs": 4})
+    n_boot = plan_mod.resolve_plan("tiny", {"evaluation.n_boot": 5})
+
+    def inputs(st, plan, **kw):
+        args = {"notebook_hash": "n" * 64, "parameters": {"x": 1}, "manifest_hash": None, "upstream": {}, **kw}
+        return stage_inputs(st, plan=plan, **args)
+
+    assert fingerprint(inputs(stage, base)) == fingerprint(inputs(stage, n_boot))
+    assert fingerprint(inputs(stage, base)) != fingerprint(inputs(stage, epochs))
+    assert fingerprint(inputs(other, base)) != fingerprint(inputs(other, n_boot))
+    assert fingerprint(inputs(other, base)) == fingerprint(inputs(other, epochs))
+    assert inputs(stage, base)["plan"] == {"train": base.section("train"), "seed": 0}
+    for kw in ({"parameters": {"x": 2}}, {"notebook_hash": "m" * 64}, {"upstream": {"01": "f" * 64}},
+               {"manifest_hash": "a" * 64}):
+        assert fingerprint(inputs(stage, base, **kw)) != fingerprint(inputs(stage, base))
+    assert changed_inputs(input_digest(inputs(stage, base)), input_digest(inputs(stage, epochs))) == ["plan.train"]
+    assert changed_inputs(input_digest(inputs(stage, base)), input_digest(inputs(stage, base, parameters={}))) == ["params"]
+    assert changed_inputs(None, input_digest(inputs(stage, base))) == []
+
+
+def _write_plan_notebooks(folder: Path) -> Path:
+    """Toy stages that read the run's plan.json like the study notebooks (ctx.plan)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    nbformat.write(_nb("out_dir = ''\nplan = ''\nprofile = 'cpu'\nwork_log = ''", _log("01_a"),
+                       "import json\nfrom pathlib import Path\nseed = json.loads(Path(plan).read_text())['seed']\n"
+                       "Path(out_dir, 'value.txt').write_text(f'{profile} {seed}', encoding='utf-8')"),
+                   folder / "01_a.ipynb")
+    nbformat.write(_nb("out_dir = ''\na_dir = ''\nplan = ''\nwork_log = ''", _log("02_b"),
+                       "from pathlib import Path\nfrom bmstudy.plan import load_plan\n"
+                       "Path(out_dir, 'value.txt').write_text(str(load_plan(plan).train.epochs), encoding='utf-8')"),
+                   folder / "02_b.ipynb")
+    nbformat.write(_nb("out_dir = ''\nb_dir = ''\nwork_log = ''", _log("03_c")), folder / "03_c.ipynb")
+    return folder
+
+
+def test_plan_written_per_run_and_plan_overrides_rerun_only_their_readers(tmp_path):
+    _write_plan_notebooks(tmp_path / "nb")
+    run_dir = tmp_path / "runs" / "r"
+    first = _run(tmp_path, stage_list=PLAN_STAGES)
+    assert first.ran == ["01_a", "02_b", "03_c"] and _work(tmp_path) == ["01_a", "02_b", "03_c"]
+    tiny = plan_mod.resolve_plan("tiny")
+    assert json.loads((run_dir / "plan.json").read_text(encoding="utf-8")) == tiny.to_dict() and first.plan == tiny
+    prov = json.loads((run_dir / "provenance.json").read_text(encoding="utf-8"))
+    assert prov["plan"] == {"path": "plan.json", "hash": tiny.hash()}
+    params = prov["stages"]["01_a"]["parameters"]
+    assert params["plan"] == str(run_dir / "plan.json") and params["profile"] == "tiny"
+    assert "plan" not in prov["stages"]["03_c"]["parameters"]  # only to notebooks declaring it
+    assert prov["stages"]["02_b"]["plan_sections"] == ["train"]
+    assert (run_dir / "01_a" / "value.txt").read_text(encoding="utf-8") == "tiny 0"
+    assert (run_dir / "02_b" / "value.txt").read_text(encoding="utf-8") == str(tiny.train.epochs)
+
+    second = _run(tmp_path, stage_list=PLAN_STAGES, params={"train.epochs": 3})  # read by 02_b only
+    assert second.ran == ["02_b", "03_c"] and second.skipped == ["01_a"]
+    assert _work(tmp_path) == ["02_b", "03_c"]
+    assert (run_dir / "02_b" / "value.txt").read_text(encoding="utf-8") == "3"
+    assert [s.reason for s in second.stages] == ["up to date", "inputs changed: plan.train", "inputs changed: upstream 02_b"]
+    plan_now = json.loads((run_dir / "plan.json").read_text(encoding="utf-8"))
+    assert plan_now["train"]["epochs"] == 3
+    prov = json.loads((run_dir / "provenance.json").read_text(encoding="utf-8"))
+    assert prov["plan"]["hash"] == plan_mod.resolve_plan("tiny", {"train.epochs": 3}).hash() != tiny.hash()
+    assert prov["user_parameters"]["train.epochs"] == 3
+
+    third = _run(tmp_path, stage_list=PLAN_STAGES, params={"train.epochs": 3, "evaluation.n_boot": 7})
+    assert third.ran == [] and _work(tmp_path) == []  # no stage reads the evaluation section
+    assert json.loads((run_dir / "plan.json").read_text(encoding="utf-8"))["evaluation"]["n_boot"] == 7
+
+    fourth = _run(tmp_path, stage_list=PLAN_STAGES, params={"train.epochs": 3, "seed": 5})
+    assert fourth.ran == ["01_a", "02_b", "03_c"]  # seed: read by 01_a, and it seeds training
+    assert (run_dir / "01_a" / "value.txt").read_text(encoding="utf-8") == "tiny 5"
+
+
+def test_plan_settings_reach_notebooks_that_declare_them(tmp_path):
+    _write_notebooks(tmp_path / "nb")  # 01_a declares `seed`
+    run_dir = tmp_path / "runs" / "r"
+    res = _run(tmp_path, params={"seed": 4})
+    assert res.ran == ["01_a", "02_b", "03_c"]
+    assert (run_dir / "03_c" / "value.txt").read_text(encoding="utf-8") == str((4 + 1) * 2 + 100)
+    prov = json.loads((run_dir / "provenance.json").read_text(encoding="utf-8"))
+    assert prov["stages"]["01_a"]["parameters"]["seed"] == 4 and "seed" not in prov["stages"]["02_b"]["parameters"]
+    assert json.loads((run_dir / "plan.json").read_text(encoding="utf-8"))["seed"] == 4
+
+
+def test_plan_command_prints_the_resolved_plan(capsys):
+    assert cli_main(["plan", "--profile", "cpu", "--param", "train.epochs=3", "--param", "seed=2"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == plan_mod.resolve_plan("cpu", {"train.epochs": 3, "seed": 2}).to_dict()
+    assert printed["train"]["epochs"] == 3 and printed["train"]["seed"] == 2 and printed["profile"] == "cpu"
+    assert cli_main(["plan", "--profile", "tiny"]) == 0
+    assert json.loads(capsys.readouterr().out) == plan_mod.resolve_plan("tiny").to_dict()
+    assert cli_main(["plan", "--param", "03_training.foo=1"]) == 1
+    assert "not plan keys" in capsys.readouterr().err
+    assert cli_main(["plan", "--param", "train.nope=1"]) == 1
+    assert "nope" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- end to end (CI)
@@ -216,8 +353,14 @@ def test_tiny_study_end_to_end(tmp_path, repo_root):
     assert all(prov["stages"][s.name]["status"] == "ok" for s in pipeline.STAGES)
     book_dir = tmp_path / "book"
     shutil.copytree(repo_root / "book", book_dir, ignore=shutil.ignore_patterns("_build"))
+    assert (res.run_dir / "plan.json").is_file() and prov["plan"]["hash"] == plan_mod.resolve_plan("tiny").hash()
     index = build_book(res.run_dir, book_dir)
     check_study_book(index.parent)
     assert remote_assets(index.parent) == []
+    provenance_html = (index.parent / "provenance.html").read_text(encoding="utf-8")
+    assert "Study plan" in provenance_html and "epochs" in provenance_html
+    for page in [index.parent / "provenance.html", *(index.parent / "chapters").glob("*.html")]:
+        text = page.read_text(encoding="utf-8")
+        assert str(tmp_path) not in text and str(repo_root) not in text, page  # no absolute machine paths
     again = run_study("ci", "tiny", runs_dir=tmp_path / "runs")
     assert again.ran == [] and len(again.skipped) == len(pipeline.STAGES)

@@ -11,9 +11,9 @@ import pytest
 from nibabel.processing import resample_from_to
 from scipy import ndimage
 
-from bmstudy.preprocessing import cohort as pp
+from bmstudy import preprocessing as pp
 from bmstudy.io.volumes import VolumeError
-from bmstudy.preprocessing.cohort import (AlignmentError, MaskValueError, PreprocessParams, load_case, preprocess_cohort,
+from bmstudy.preprocessing import (AlignmentError, MaskValueError, PreprocessParams, load_case, preprocess_cohort,
                                 preprocess_image, restore_to_input, save_like_input)
 
 SHAPE = (40, 44, 24)
@@ -201,6 +201,56 @@ def test_binarize_mask_options():
     np.testing.assert_array_equal(pp.binarize_mask(labels, PreprocessParams(label_threshold=1.5)).ravel(), [0, 0, 1, 1, 1, 0])
 
 
+
+def test_binarize_mask_builds_on_as_binary():
+    """Float label maps are rounded before label selection; out-of-range labels select nothing; the
+    non-binary error is a MaskValueError (a VolumeError) naming case and file; bool masks pass."""
+    from bmstudy.io import as_binary
+
+    assert issubclass(MaskValueError, VolumeError) and issubclass(AlignmentError, VolumeError)
+    near4 = np.array([0.0, 3.9, 4.2, 1.0]).reshape(1, 1, 4)
+    np.testing.assert_array_equal(pp.binarize_mask(near4, PreprocessParams(mask_labels=(4,))).ravel(), [0, 1, 1, 0])
+    u8 = np.array([0, 1, 4, 255], np.uint8).reshape(1, 1, 4)
+    np.testing.assert_array_equal(pp.binarize_mask(u8, PreprocessParams(mask_labels=(4, 300))).ravel(), [0, 0, 1, 0])
+    out = pp.binarize_mask(np.array([[[True, False]]]), PreprocessParams())
+    assert out.dtype == np.uint8 and out.ravel().tolist() == [1, 0]
+    with pytest.raises(MaskValueError) as info:
+        pp.binarize_mask(u8, PreprocessParams(), case="c7", path="c7_mask.nrrd")
+    msg = str(info.value)
+    assert "not binary (values 0, 1, 4, 255)" in msg and "case 'c7'" in msg and "c7_mask.nrrd" in msg
+    # the same 0/1 rule as bmstudy.io.as_binary (which raises the plain VolumeError)
+    with pytest.raises(VolumeError, match="only 0/1"):
+        as_binary(u8, "mask")
+    ok = np.array([0, 1, 1, 0], np.int16).reshape(2, 2, 1)
+    np.testing.assert_array_equal(pp.binarize_mask(ok, PreprocessParams()), as_binary(ok).astype(np.uint8))
+
+
+def test_cohort_failed_and_excluded_rows(tmp_path):
+    """Through bmstudy.cases.run_cases: an input problem is 'excluded', any other error 'failed' (reason names
+    the case and the error type); every row keeps site/split/params_hash; serial and parallel agree."""
+    src = tmp_path / "in"
+    rows = [write_case(src, "good", seed=0),
+            {**write_case(src, "nobrain", seed=1), "brain_mask": None},  # skull_strip='mask' without a mask
+            write_case(src, "shifted", mask_affine=lps_affine(origin=(0.0, 0.0, 0.0)))]
+    reports = [preprocess_cohort(pd.DataFrame(rows), tmp_path / f"out{n}", PARAMS, n_jobs=n, qc=False, progress=False)
+               for n in (1, 2)]
+    for rep in reports:
+        assert list(rep.columns) == list(pp.REPORT_COLUMNS)
+        assert list(rep.status) == ["ok", "failed", "excluded"]
+        failed, excluded = rep.reason.iloc[1], rep.reason.iloc[2]
+        assert "nobrain" in failed and "brain mask" in failed and failed.startswith(("SkullStripError", "RuntimeError"))
+        assert "case 'shifted'" in excluded and "shifted_mask.nii.gz" in excluded and "origin" in excluded
+        assert list(rep.site) == ["internal", "external", "internal"] and (rep.split == "train").all()
+        assert (rep.params_hash == PARAMS.hash()).all() and not rep.cached.any()
+    assert reports[0].drop(columns="seconds").equals(reports[1].drop(columns="seconds"))
+    on_disk = pp.load_report(tmp_path / "out1")
+    assert list(on_disk.status) == ["ok", "failed", "excluded"] and on_disk.reason.iloc[1] == reports[0].reason.iloc[1]
+    # one case at a time: the same rows, and a cached case comes back from its meta.json
+    single = [pp.preprocess_case(r, tmp_path / "out1", PARAMS) for r in rows]
+    assert [r["status"] for r in single] == ["ok", "failed", "excluded"] and [r["cached"] for r in single] == [True, False, False]
+    assert single[1]["reason"] == failed and single[2]["site"] == "internal"
+    assert pp.preprocess_case(rows[0], tmp_path / "out1", PARAMS, force=True)["cached"] is False
+
 def test_cohort_excludes_bad_cases_and_continues(tmp_path):
     src = tmp_path / "in"
     rows = [write_case(src, "ok1", seed=0), write_case(src, "ok2", seed=1)]
@@ -275,7 +325,7 @@ def test_rerun_does_no_work(tmp_path, monkeypatch):
         raise AssertionError("read_volume called on a cached case")
 
     with monkeypatch.context() as m:
-        m.setattr(pp, "read_volume", boom)
+        m.setattr(pp.cohort, "read_volume", boom)
         rep2 = preprocess_cohort(pd.DataFrame(rows), out, PARAMS, qc=False, progress=False)
     assert (rep2.status == "ok").all() and rep2.cached.all()
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.npy")} == mtimes

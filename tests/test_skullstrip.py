@@ -110,7 +110,7 @@ def test_synthstrip_runs_external_command(no_synthstrip, tmp_path, monkeypatch):
 
 
 def test_preprocess_with_synthstrip_backend(no_synthstrip, tmp_path):
-    from bmstudy.preprocessing.cohort import PreprocessParams, preprocess_image
+    from bmstudy.preprocessing import PreprocessParams, preprocess_image
 
     _fake_tool(no_synthstrip, "mri_synthstrip", FAKE_STRIP)
     path, _ = _image(tmp_path)

@@ -1,4 +1,4 @@
-"""bmstudy.statistics.rank against R's documented values, pROC's test-suite, brute force and scipy."""
+"""bmstudy.statistics against R's documented values, pROC's test-suite, brute force and scipy."""
 from __future__ import annotations
 
 import itertools
@@ -10,7 +10,7 @@ import pytest
 from scipy import stats as sps
 from sklearn.metrics import roc_auc_score
 
-from bmstudy.statistics import rank as S
+from bmstudy import statistics as S
 
 # Hollander & Wolfe (1973), p. 69: R's ?wilcox.test two-sample example
 HW_X = [0.80, 0.83, 1.89, 1.04, 1.45, 1.38, 1.91, 1.64, 0.73, 1.46]
@@ -244,7 +244,7 @@ def test_delong_fast_equals_slow_reference_with_ties():
 
 
 def test_delong_hist_equals_array_version_on_quantised_scores():
-    from bmstudy.evaluation.voxel import score_histogram
+    from bmstudy.evaluation import score_histogram
 
     rng = np.random.default_rng(9)
     ya = rng.random(5000) < 0.1
@@ -269,6 +269,21 @@ def test_delong_validation():
     with pytest.raises(ValueError, match="equal length"):
         S.delong_unpaired_hist(np.ones(3, int), np.ones(4, int), np.ones(3, int), np.ones(3, int))
     assert math.isnan(S.auc_from_hist(np.zeros(4, int), np.ones(4, int)))
+
+
+def test_labels_use_the_io_validator():
+    """y_true goes through bmstudy.io.as_binary: VolumeError (a ValueError) for non-0/1 or NaN labels,
+    TypeError for non-numeric ones; a boolean vector is accepted as it is."""
+    from bmstudy.io import VolumeError
+
+    with pytest.raises(VolumeError, match=r"y_true must contain only 0/1, found values \[0.5\]"):
+        S.delong_paired([0, 1, 0.5, 1, 0], [1, 2, 3, 4, 5], [5, 4, 3, 2, 1])
+    with pytest.raises(VolumeError, match="non-finite"):
+        S.delong_unpaired([0, 1, np.nan, 1], [1, 2, 3, 4], [0, 1, 0, 1], [1, 2, 3, 4])
+    with pytest.raises(TypeError, match="y_true"):
+        S.delong_placements(np.array(["a", "b", "a", "b"]), [1, 2, 3, 4])
+    y = np.array([False, True, False, True, True])
+    assert S.delong_placements(y, [1, 2, 3, 4, 5])[0] == S.delong_placements(y.astype(int), [1, 2, 3, 4, 5])[0]
 
 
 # ============================================================================ Table 1 helpers

@@ -11,11 +11,12 @@ import pytest
 from scipy import ndimage, stats
 
 from bmstudy.io.manifest import REQUIRED_COLUMNS, load_manifest
-from bmstudy.synthetic.cohort import (
-    PATTERNS, cohort_table, generate_cohort, get_profile, plan_case, plan_cohort, render_case,
+from bmstudy.plan import synth_params
+from bmstudy.synthetic import (
+    PATTERNS, STATUS_COLUMNS, cohort_table, generate_cohort, plan_case, plan_cohort, render_case,
 )
 
-TINY = get_profile("tiny")
+TINY = synth_params("tiny")
 FULL = np.ones((3, 3, 3), bool)  # 26-connectivity
 
 
@@ -284,6 +285,7 @@ def test_rerun_skips_and_force_rerenders(tmp_path):
     assert (out / "preview.png").stat().st_size > 10_000
     status = pd.read_csv(out / "synth_status.csv")
     assert list(status["status"]) == ["ok"] * 3
+    assert list(status.columns) == list(STATUS_COLUMNS) == ["patient_id", "status", "seconds", "error"]
     before = (out / "images" / "INT001_t1c.nii.gz").stat().st_mtime_ns
     assert main(args) == 0
     assert list(pd.read_csv(out / "synth_status.csv")["status"]) == ["skipped"] * 3
@@ -297,11 +299,54 @@ def test_rerun_skips_and_force_rerenders(tmp_path):
     assert not list(out.rglob("*.tmp*"))  # atomic writes leave no temp files
 
 
+def test_failed_case_is_named_and_others_written(tmp_path):
+    out = tmp_path / "c"
+    (out / "images" / "INT001_t1c.nii.gz").mkdir(parents=True)  # a folder where the scan goes: INT001 fails
+    with pytest.raises(RuntimeError, match=r"failed for 1 case\(s\) in .*: INT001: IsADirectoryError") as err:
+        generate_cohort(out, "tiny", 0, n_internal=2, n_external=0, n_jobs=1, progress=False)
+    assert "INT002" not in str(err.value)
+    status = pd.read_csv(out / "synth_status.csv", keep_default_na=False)
+    assert list(status.columns) == list(STATUS_COLUMNS)
+    assert list(status["status"]) == ["failed", "ok"]
+    assert "INT001" in status.loc[0, "error"] and "Error" in status.loc[0, "error"]
+    assert status.loc[1, "error"] == ""
+    assert (out / "images" / "INT002_t1c.nii.gz").is_file() and (out / "meta" / "INT002.json").is_file()
+    assert not (out / "data_manifest.csv").exists()  # no manifest for an incomplete cohort
+    # once the obstacle is gone, only the failed case is rendered; the other is skipped
+    (out / "images" / "INT001_t1c.nii.gz").rmdir()
+    generate_cohort(out, "tiny", 0, n_internal=2, n_external=0, n_jobs=2, progress=False)
+    status = pd.read_csv(out / "synth_status.csv")
+    assert list(status["status"]) == ["ok", "skipped"]
+    assert len(load_manifest(out / "data_manifest.csv")) == 2
+
+
+def test_parallel_matches_serial(tmp_path):
+    a = generate_cohort(tmp_path / "a", "tiny", 0, n_internal=2, n_external=1, n_jobs=1, progress=False)
+    b = generate_cohort(tmp_path / "b", "tiny", 0, n_internal=2, n_external=1, n_jobs=3, progress=False)
+    assert a.read_bytes() == b.read_bytes()
+    for rel in ("images/INT002_t1c.nii.gz", "masks/EXT001_mask.nii.gz", "brain/INT001_brain.nii.gz",
+                "meta/EXT001.json"):
+        assert (a.parent / rel).read_bytes() == (b.parent / rel).read_bytes(), rel
+
+
+def test_anatomy_labels_and_public_api():
+    import bmstudy.synthetic as synthetic
+
+    assert set(synthetic.__all__) <= set(dir(synthetic))
+    plan = plan_case(TINY, "internal", 1, 0)
+    spacing = np.asarray(TINY.sites["internal"].spacing)
+    anat = synthetic.head_anatomy(plan.render_rng(), TINY, TINY.shape("internal"), spacing)
+    assert set(np.unique(anat["lab"])) == set(synthetic.TISSUE_LABELS)  # every tissue is present
+    assert not np.any(anat["brain"] & np.isin(anat["lab"], [0, 1, 2, 3, 4, 10, 11]))
+    assert np.all(anat["lab"][anat["vent"]] == 9)
+    np.testing.assert_array_equal(anat["lab"], render_case(plan, TINY)["labels"])
+
+
 def test_invalid_arguments():
     with pytest.raises(ValueError, match="unknown synthetic profile"):
-        get_profile("huge")
+        synth_params("huge")
     with pytest.raises(ValueError, match="override"):
-        get_profile("tiny", n_patients=3)
+        synth_params("tiny", n_patients=3)
     with pytest.raises(ValueError, match="seed"):
         plan_case(TINY, "internal", 1, seed=-1)
     with pytest.raises(ValueError, match="index"):
@@ -309,4 +354,4 @@ def test_invalid_arguments():
     with pytest.raises(ValueError, match="site"):
         plan_case(TINY, "elsewhere", 1)
     with pytest.raises(ValueError, match="n_internal"):
-        get_profile("tiny", n_internal=1)
+        synth_params("tiny", n_internal=1)

@@ -6,10 +6,10 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from bmstudy.statistics import rank as stats
+from bmstudy import statistics as stats
 
 from bmstudy.reporting import tables as tables
-from bmstudy.evaluation.evaluate import METRICS
+from bmstudy.evaluation import METRICS
 
 
 def _results(seed: int = 0) -> pd.DataFrame:
@@ -219,7 +219,7 @@ def test_lesion_detection_table():
     })
     t = tables.lesion_detection_table(lesions)
     assert set(t["split"]) == {"test", "external"}
-    from bmstudy.evaluation.voxel import lesion_summary_by_size
+    from bmstudy.evaluation import lesion_summary_by_size
 
     ref = lesion_summary_by_size(lesions[lesions["split"] == "test"].drop(columns=["split"]))
     got = t[t["split"] == "test"].drop(columns=["split"]).reset_index(drop=True)
@@ -231,3 +231,125 @@ def test_lesion_detection_table():
     assert t2.loc[("test", "all"), "n_patients"] == 2
     assert t2.loc[("test", "all"), "fp_per_patient"] == pytest.approx(0.0)
     assert t2.loc[("external", "all"), "n_true"] == 1 and t2.loc[("test", "all"), "n_detected"] == 1
+
+
+# --------------------------------------------------------------------------- what the notebooks show
+def _table2_side_as_notebook05_did(ok: pd.DataFrame) -> pd.DataFrame:
+    """The inline code notebook 05 had before ``table2_vs_paper`` (the reference it must reproduce)."""
+    cmp = tables.compare_with_paper(ok)
+    labels = {"test": "Testing set", "external": "Validation set"}
+    side = cmp.assign(metric=cmp["metric"].map(lambda m: tables.METRIC_LABELS.get(m, m)))
+    wide = side.pivot(index="metric", columns="split", values=["paper", "ours"])
+    wide = wide.reindex([tables.METRIC_LABELS.get(m, m) for m in cmp["metric"].unique()])
+    n_ours = cmp.groupby("split")["n_ours"].max().to_dict()
+    cols = {}
+    for s in ("test", "external"):
+        cols[f"{labels[s]}: paper (N = {91 if s == 'test' else 172})"] = wide[("paper", s)]
+        cols[f"{labels[s]}: this run (N = {n_ours.get(s, 0)})"] = wide[("ours", s)]
+    return pd.DataFrame(cols).rename_axis("Metric").reset_index()
+
+
+def test_table2_vs_paper():
+    df = _results()
+    ok = df[df["status"] == "ok"]
+    t = tables.table2_vs_paper(ok)
+    pd.testing.assert_frame_equal(t, _table2_side_as_notebook05_did(ok))
+    assert list(t.columns) == ["Metric", "Testing set: paper (N = 91)", "Testing set: this run (N = 16)",
+                               "Validation set: paper (N = 172)", "Validation set: this run (N = 22)"]
+    assert list(t["Metric"]) == [tables.METRIC_LABELS[m] for m in METRICS]
+    dice = t.set_index("Metric").loc["Dice Coefficient"]
+    assert dice["Validation set: paper (N = 172)"] == "0.750 (0.495, 0.852)"
+    assert dice["Testing set: this run (N = 16)"] == tables.median_iqr(ok[ok["split"] == "test"]["dice"])
+    # the failed row is left out whether or not the caller filtered
+    pd.testing.assert_frame_equal(tables.table2_vs_paper(df), t)
+    only_test = tables.table2_vs_paper(ok, splits=("test",))
+    assert list(only_test.columns) == ["Metric", "Testing set: paper (N = 91)", "Testing set: this run (N = 16)"]
+    with pytest.raises(ValueError, match="no set"):
+        tables.table2_vs_paper(ok, splits=("train",))
+
+
+def test_format_paper_table3():
+    t = tables.format_paper_table3()
+    assert list(t.columns) == ["Dataset", "Model, s", "Manual, s", "Z", "p"]
+    assert list(t["Dataset"]) == ["Testing", "Validation"]
+    assert list(t["Model, s"]) == ["69 (68, 69)", "66 (65, 68)"]
+    assert list(t["Manual, s"]) == ["113 (90, 151)", "96 (78, 113)"]
+    assert t["Z"].tolist() == [-11.672, -14.143] and t["p"].tolist() == ["<0.001", "<0.001"]
+
+
+def test_subgroup_summaries():
+    df = _results()
+    long = tables.all_subgroup_tables(df, _hists(df), n_boot=100)
+    # one captioned table per set x variable, formatted as format_subgroup_table does
+    sections = tables.subgroup_sections(long)
+    assert [c for c, _ in sections] == [f"{s} set by {v}" for s in ("Testing", "Validation")
+                                        for v in ("Cancer type", "Gender", "Age")]
+    first = long[(long["split"] == "test") & (long["by"] == "cancer_type")]
+    pd.testing.assert_frame_equal(sections[0][1], tables.format_subgroup_table(first))
+    # the AUC table: one row per AUC comparison, p-values copied, pooled AUCs as text
+    auc = tables.auc_subgroup_table(long)
+    ref = long[long["metric"] == "auc"]
+    assert len(auc) == 6 and list(auc.index) == list(ref.index)
+    assert list(auc["Set"]) == ["Testing"] * 3 + ["Validation"] * 3
+    assert auc["Subgroups"].iloc[1] == "Male vs Female"
+    np.testing.assert_array_equal(auc["DeLong p (voxels, as paper)"], ref["delong_p"])
+    np.testing.assert_array_equal(auc["Mann-Whitney p (per-patient AUC)"], ref["mw_p"])
+    row = ref.iloc[0]
+    assert auc["pooled AUC"].iloc[0] == f"{row['delong_auc_a']:.3f} / {row['delong_auc_b']:.3f}"
+    assert auc["n"].iloc[0] == f"{row['n_a']} / {row['n_b']}"
+    # significance counts against a direct count
+    sig = tables.significance_counts(long, alpha=0.05)
+    valid = ref.dropna(subset=["delong_p", "boot_p"])
+    other = long[long["metric"] != "auc"]
+    assert sig == {"auc_comparisons": len(valid), "delong": int((valid["delong_p"] < 0.05).sum()),
+                   "bootstrap": int((valid["boot_p"] < 0.05).sum()), "other_comparisons": int(other["mw_p"].notna().sum()),
+                   "mann_whitney": int((other["mw_p"] < 0.05).sum())}
+    assert tables.significance_counts(long, alpha=1.1)["mann_whitney"] == sig["other_comparisons"]
+
+
+def test_subgroup_summaries_with_empty_auc_statistics():
+    df = _results()
+    long = tables.all_subgroup_tables(df)  # no histograms: no DeLong, no bootstrap
+    auc = tables.auc_subgroup_table(long)
+    assert (auc["pooled AUC"] == "").all() and auc["DeLong p (voxels, as paper)"].isna().all()
+    assert tables.significance_counts(long)["auc_comparisons"] == 0
+
+
+def test_settings_table():
+    t = tables.settings_table({"patch_size": (64, 64, 64), "augment": {"flip": True}, "seed": 0, "weights": None},
+                              name="parameter")
+    assert list(t.columns) == ["parameter", "value"]
+    assert t["value"].tolist() == ["[64, 64, 64]", '{"flip": true}', "0", "None"]
+    assert t["parameter"].tolist() == ["patch_size", "augment", "seed", "weights"]
+    assert tables.settings_table({}).empty
+
+
+def test_brain_zscore_check():
+    rng = np.random.default_rng(4)
+    cases = []
+    for i in range(3):
+        image = rng.normal(i, 1 + i, size=(6, 7, 8)).astype(np.float32)
+        brain = np.zeros(image.shape, np.uint8)
+        brain[1:5, 2:6, 1:7] = 1
+        cases.append({"image": image, "brain": brain})
+    z = tables.brain_zscore_check(iter(cases))  # a generator works: one case at a time
+    assert list(z.columns) == ["mean", "sd"] and len(z) == 3
+    for (_, row), case in zip(z.iterrows(), cases):
+        inside = case["image"][case["brain"] > 0]
+        assert row["mean"] == pytest.approx(inside.mean()) and row["sd"] == pytest.approx(inside.std())
+    empty = tables.brain_zscore_check([])
+    assert empty.empty and list(empty.columns) == ["mean", "sd"] and np.isnan(empty["mean"].abs().max())
+
+
+def test_inference_timing_table():
+    rng = np.random.default_rng(5)
+    timings = pd.DataFrame({"patient_id": [f"p{i}" for i in range(9)], "split": ["test"] * 5 + ["external"] * 4,
+                            "status": ["ok"] * 8 + ["failed"],
+                            **{p: rng.uniform(1, 10, 9) for p in tables.INFERENCE_PHASES}})
+    t = tables.inference_timing_table(timings)
+    assert list(t.columns) == ["split", *tables.INFERENCE_PHASES]
+    ok = timings[timings["status"] == "ok"]
+    exp = ok[ok["split"] == "external"]["model_s"].median()
+    assert t.set_index("split").loc["external", "model_s"] == pytest.approx(round(exp, 2))
+    with pytest.raises(ValueError, match="model_s"):
+        tables.inference_timing_table(timings.drop(columns="model_s"))

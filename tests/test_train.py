@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bmstudy.training.loop import TrainConfig, select_training_cases, split_validation
+from bmstudy.training import TrainConfig, select_training_cases, split_validation
 from fake_preprocessed import PARAMS, write_cohort
 
 
@@ -48,7 +48,7 @@ def test_case_selection_and_validation_split(tmp_path):
 
 def test_cli_arguments_map_to_config():
     from bmstudy.cli import build_parser
-    from bmstudy.training.loop import config_from_args
+    from bmstudy.training import config_from_args
 
     args = build_parser().parse_args(["train", "--preprocessed", "p", "--manifest", "m.csv", "--out", "o",
                                       "--profile", "paper", "--patch-size", "64", "--epochs", "3"])
@@ -61,8 +61,7 @@ def test_cli_arguments_map_to_config():
 def test_train_kill_and_resume_continues_checkpoint(tmp_path):
     import keras
 
-    from bmstudy.training.model import load_trained
-    from bmstudy.training.loop import train
+    from bmstudy.training import load_trained, train
 
     data = tmp_path / "pre"
     manifest = write_cohort(data, n=3)
@@ -106,3 +105,42 @@ def test_train_kill_and_resume_continues_checkpoint(tmp_path):
     assert y.shape == (1, 64, 64, 64, 1)
     with pytest.raises(ValueError, match="different config"):
         train(data, manifest, out, TrainConfig.from_profile("tiny", epochs=2, learning_rate=1e-3))
+
+
+def test_resume_state_checks_config_and_log_is_truncated(tmp_path):
+    from bmstudy.training import checkpoint
+    from bmstudy.utils import atomic_write_json
+
+    cfg = TrainConfig.from_profile("tiny", epochs=2)
+    assert checkpoint.resume_state(tmp_path, cfg) is None  # no checkpoint: start afresh
+    state = {"epoch": 1, "iterations": 2, "monitor": "val_loss", "best": 0.7, "logs": {"loss": 0.8}}
+    atomic_write_json(tmp_path / "checkpoint" / "state.json", state)
+    assert checkpoint.resume_state(tmp_path, cfg) == state  # no train_config.json: nothing to compare
+    atomic_write_json(tmp_path / "train_config.json", {"config": cfg.to_dict(), "status": "running"})
+    assert checkpoint.resume_state(tmp_path, TrainConfig.from_profile("tiny", epochs=5)) == state  # epochs may rise
+    with pytest.raises(ValueError, match="different config"):
+        checkpoint.resume_state(tmp_path, TrainConfig.from_profile("tiny", epochs=2, learning_rate=1e-3))
+
+    log = tmp_path / "training_log.csv"
+    checkpoint.truncate_log(log, 1)  # absent: nothing to do
+    assert not log.exists()
+    pd.DataFrame({"epoch": [0, 1, 2], "loss": [0.9, 0.8, 0.7]}).to_csv(log, index=False)
+    checkpoint.truncate_log(log, 3)
+    assert pd.read_csv(log)["epoch"].tolist() == [0, 1, 2]
+    checkpoint.truncate_log(log, 1)  # a crash after epoch 2 but before its checkpoint: rows 1, 2 go
+    assert pd.read_csv(log).to_dict("list") == {"epoch": [0], "loss": [0.9]}
+
+
+def test_training_package_exports_api_without_importing_tensorflow():
+    import subprocess
+    import sys
+
+    code = ("import sys, bmstudy.training as t, bmstudy.plan as p\n"
+            "assert all(hasattr(t, n) for n in t.__all__)\n"
+            "assert t.TrainConfig is p.TrainConfig and t.AugmentParams is p.AugmentParams\n"
+            "assert t.check_patch_size is p.check_patch_size and t.DIVISOR == p.DIVISOR == 32\n"
+            "assert t.loop.TrainConfig is p.TrainConfig and t.model.check_patch_size is p.check_patch_size\n"
+            "print(sorted(m for m in ('tensorflow', 'keras', 'volumentations') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, encoding="utf-8")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

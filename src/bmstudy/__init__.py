@@ -1,7 +1,10 @@
 """bmstudy: a reproducible study kit for brain-metastasis segmentation on CE 3D T1 MRI.
 
-Stages (nnU-Net style): synthetic cohort / manifest -> preprocess -> train -> predict -> evaluate
--> statistics -> book. Each stage is a module with plain functions; ``bmstudy.cli`` exposes them.
+Stage packages in pipeline order (nnU-Net style): ``io`` (volumes, manifest, split), ``synthetic``,
+``preprocessing``, ``training``, ``inference``, ``evaluation``, ``statistics``, ``reporting`` and
+``study`` (notebooks, runner); ``plan`` holds every stage's parameters, ``cases`` the per-case loop and
+``cli`` the ``bmstudy`` command. Subpackages load on first attribute access (``bmstudy.evaluation``),
+so ``import bmstudy`` stays fast and never imports TensorFlow.
 """
 from __future__ import annotations
 
@@ -15,4 +18,16 @@ _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+_SUBMODULES = ("io", "synthetic", "preprocessing", "training", "inference", "evaluation", "statistics",
+               "reporting", "study", "plan", "cases", "cli", "utils")
+
+__all__ = ["__version__", *_SUBMODULES]
+
+
+def __getattr__(name: str):
+    """Import a subpackage on first access (``bmstudy.study.notebook_setup`` after ``import bmstudy``)."""
+    if name in _SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

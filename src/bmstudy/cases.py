@@ -31,7 +31,22 @@ STATUSES: tuple[str, ...] = ("ok", "excluded", "failed", "skipped")
 
 
 class CaseError(RuntimeError):
-    """An error of one case; ``case`` and ``path`` name the patient and the file concerned."""
+    """An error of one case, naming the patient and the file concerned.
+
+    Raise it from a per-case function to choose the row's status and the file shown in its reason
+    (see :func:`failure_row`).
+
+    Parameters
+    ----------
+    message : str
+        What went wrong.
+    case : str or None, default=None
+        The patient id (stored as ``case``).
+    path : str, PathLike or None, default=None
+        The file concerned (stored as ``path``, a :class:`pathlib.Path`).
+    status : str, default="failed"
+        The status of the case's row (``failed`` or ``excluded``).
+    """
 
     def __init__(self, message: str, case: str | None = None, path: PathLike | None = None,
                  status: str = "failed") -> None:
@@ -43,22 +58,46 @@ class CaseError(RuntimeError):
 
 @dataclass(frozen=True)
 class CaseResult:
-    """Outcome of :func:`run_cases`: one status row per case, in input order."""
+    """Outcome of :func:`run_cases`: one status row per case, in input order.
+
+    Attributes
+    ----------
+    rows : list of dict
+        The status rows (``patient_id``, ``status``, ``reason``, ``cached`` and the function's columns).
+    """
 
     rows: list[dict[str, Any]]
 
     @property
     def table(self) -> pd.DataFrame:
-        """The status rows as a DataFrame."""
+        """pandas.DataFrame: the status rows as a table."""
         return pd.DataFrame(self.rows)
 
     def counts(self) -> dict[str, int]:
-        """Number of cases per status."""
+        """Number of cases per status.
+
+        Returns
+        -------
+        dict of str to int
+            As :func:`status_counts`.
+        """
         return status_counts(self.rows)
 
 
 def status_counts(rows: Iterable[Mapping[str, Any]]) -> dict[str, int]:
-    """``{status: count}`` of status rows (statuses in :data:`STATUSES` order first)."""
+    """Number of cases per status.
+
+    Parameters
+    ----------
+    rows : iterable of mapping
+        Status rows; a row without ``status`` counts as ``failed``.
+
+    Returns
+    -------
+    dict of str to int
+        ``{status: count}`` for the statuses present, those of :data:`STATUSES` first (in that order),
+        then any others sorted.
+    """
     counts: dict[str, int] = {}
     for r in rows:
         s = str(r.get("status", "failed"))
@@ -67,7 +106,24 @@ def status_counts(rows: Iterable[Mapping[str, Any]]) -> dict[str, int]:
 
 
 def failure_row(case_id: str, exc: BaseException, status: str | None = None) -> dict[str, Any]:
-    """The status row of a case whose function raised ``exc`` (message names case and file)."""
+    """The status row of a case whose function raised ``exc``.
+
+    Parameters
+    ----------
+    case_id : str
+        The case's id (prefixed to the message unless already in it).
+    exc : BaseException
+        The exception; its ``status`` (a :class:`CaseError`'s) and ``path`` or ``filename`` attributes
+        are used when present (the file is appended to the message unless already in it).
+    status : str or None, default=None
+        The row's status; ``None`` means ``exc.status`` if set, else ``failed``.
+
+    Returns
+    -------
+    dict
+        ``patient_id``, ``status`` and ``reason`` (the message; prefixed with the exception's type
+        name unless the status is ``excluded``).
+    """
     status = status or getattr(exc, "status", None) or "failed"
     path = getattr(exc, "path", None) or getattr(exc, "filename", None)
     msg = str(exc) or type(exc).__name__
@@ -80,12 +136,14 @@ def failure_row(case_id: str, exc: BaseException, status: str | None = None) -> 
 
 
 def _mp_context() -> Any:
-    # forking a process that already runs TensorFlow/torch threads can deadlock: spawn then
-    return mp.get_context("spawn") if {"tensorflow", "torch"} & set(sys.modules) else None
+    """The process start method for worker pools: ``spawn`` inside a Jupyter kernel or once TensorFlow or
+    torch is loaded (forking a process that runs their threads, or a kernel, can deadlock), else the default."""
+    return mp.get_context("spawn") if {"tensorflow", "torch", "ipykernel"} & set(sys.modules) else None
 
 
 def _call(fn: Callable[..., Mapping[str, Any]], case_id: str, case: Any, kwargs: Mapping[str, Any],
           excluded: tuple[type[BaseException], ...]) -> dict[str, Any]:
+    """``fn(case, **kwargs)`` as a status row; exceptions become :func:`failure_row` rows."""
     try:
         row = dict(fn(case, **kwargs))
     except excluded as exc:
@@ -97,6 +155,68 @@ def _call(fn: Callable[..., Mapping[str, Any]], case_id: str, case: Any, kwargs:
     row.setdefault("status", "ok")
     row.setdefault("reason", "")
     return row
+
+
+def _case_ids(cases: Sequence[Any], case_id: Callable[[Any], str] | None) -> list[str]:
+    """The id of every case (default ``case["patient_id"]``); ``ValueError`` on duplicates."""
+    ident = case_id or (lambda c: str(c["patient_id"]))
+    ids = [ident(c) for c in cases]
+    dup = sorted({i for i in ids if ids.count(i) > 1})
+    if dup:
+        raise ValueError(f"duplicate case ids: {dup[:10]}")
+    return ids
+
+
+def _finished_and_todo(ids: list[str], cases: Sequence[Any], is_finished: Callable[[Any], Mapping[str, Any] | None] | None
+                       ) -> tuple[dict[str, dict[str, Any]], list[tuple[str, Any]]]:
+    """``(rows of finished cases, marked cached=True; (id, case) pairs still to run)``."""
+    rows: dict[str, dict[str, Any]] = {}
+    todo = []
+    for cid, case in zip(ids, cases):
+        prev = is_finished(case) if is_finished else None
+        if prev is not None:
+            rows[cid] = {**dict(prev), "patient_id": cid, "cached": True}
+        else:
+            todo.append((cid, case))
+    return rows, todo
+
+
+def _run_todo(fn: Callable[..., Mapping[str, Any]], todo: list[tuple[str, Any]], kwargs: Mapping[str, Any],
+              excluded: tuple[type[BaseException], ...], n_jobs: int, executor: Executor | None,
+              bar: Any) -> dict[str, dict[str, Any]]:
+    """Status rows of the cases to run, serially or in a pool; ``bar`` advances once per case."""
+    rows: dict[str, dict[str, Any]] = {}
+    if executor is None and (int(n_jobs) <= 1 or len(todo) <= 1):
+        for cid, case in todo:
+            rows[cid] = _call(fn, cid, case, kwargs, excluded)
+            bar.update(1)
+        return rows
+    own = executor is None
+    pool = executor or ProcessPoolExecutor(max_workers=min(int(n_jobs), len(todo)), mp_context=_mp_context())
+    try:
+        futures = {pool.submit(_call, fn, cid, case, kwargs, excluded): cid for cid, case in todo}
+        for fut in as_completed(futures):
+            cid = futures[fut]
+            try:
+                rows[cid] = fut.result()
+            except Exception as exc:  # noqa: BLE001  worker crash (e.g. killed for memory)
+                rows[cid] = failure_row(cid, exc)
+            bar.update(1)
+    finally:
+        if own:
+            pool.shutdown()
+    return rows
+
+
+def _write_status(rows: list[dict[str, Any]], status_path: PathLike, columns: Sequence[str] | None) -> None:
+    """Write the status table atomically, ``columns`` first (added empty when missing)."""
+    table = pd.DataFrame(rows)
+    if columns is not None:
+        for col in columns:
+            if col not in table.columns:
+                table[col] = None
+        table = table[list(columns) + [c for c in table.columns if c not in columns]]
+    atomic_to_csv(table, status_path)
 
 
 def run_cases(
@@ -118,75 +238,60 @@ def run_cases(
 
     Parameters
     ----------
-    fn : picklable function returning the case's status row (a mapping; ``status`` defaults to ``ok``).
-    cases : the cases (manifest rows as dicts, plans, ...).
-    case_id : maps a case to its id (default: ``case["patient_id"]``).
-    kwargs : keyword arguments passed to every call.
-    is_finished : returns the recorded row of a case that needs no work (it is kept, with
-        ``cached=True``), or ``None`` to run it.
-    n_jobs : worker processes when ``executor`` is None (1: run in this process).
-    executor : a :class:`concurrent.futures.Executor` to submit to instead (e.g. a Dask client's).
-    excluded : exception types that mean "bad input" (status ``excluded``) rather than ``failed``.
-    status_path : where the status table is written (CSV, atomically), or None.
-    columns : column order of the written table (missing columns are added empty).
-    desc, progress : progress-bar label and switch.
+    fn : callable
+        Picklable function returning the case's status row (a mapping; ``patient_id``, ``status``
+        and ``reason`` default to the case id, ``ok`` and ``""``).
+    cases : sequence
+        The cases (manifest rows as dicts, plans, ...).
+    case_id : callable or None, default=None
+        Maps a case to its id; ``None`` means ``case["patient_id"]``.
+    kwargs : mapping or None, default=None
+        Keyword arguments passed to every call.
+    is_finished : callable or None, default=None
+        Returns the recorded row of a case that needs no work (it is kept, with ``cached=True``),
+        or ``None`` to run it.
+    n_jobs : int, default=1
+        Worker processes when ``executor`` is None (1: run in this process).
+    executor : concurrent.futures.Executor or None, default=None
+        An executor to submit to instead (e.g. a Dask client's); not shut down here.
+    excluded : tuple of exception types, default=()
+        Exceptions that mean "bad input" (status ``excluded``) rather than ``failed``.
+    status_path : str, PathLike or None, default=None
+        Where the status table is written (CSV, atomically), or None.
+    columns : sequence of str or None, default=None
+        Leading column order of the written table (missing columns are added empty).
+    desc : str, default="cases"
+        Progress-bar label.
+    progress : bool, default=True
+        Show the progress bar.
 
     Returns
     -------
     CaseResult
+        One row per case, in the order of ``cases``; every row has ``cached``.
+
+    Raises
+    ------
+    ValueError
+        If ``n_jobs < 1`` or two cases have the same id.
     """
     from tqdm.auto import tqdm
 
     if int(n_jobs) < 1:
         raise ValueError(f"n_jobs must be >= 1, got {n_jobs}")
-    ident = case_id or (lambda c: str(c["patient_id"]))
-    ids = [ident(c) for c in cases]
-    dup = sorted({i for i in ids if ids.count(i) > 1})
-    if dup:
-        raise ValueError(f"duplicate case ids: {dup[:10]}")
+    ids = _case_ids(cases, case_id)
     kwargs = dict(kwargs or {})
-    rows: dict[str, dict[str, Any]] = {}
-    todo = []
-    for cid, case in zip(ids, cases):
-        prev = is_finished(case) if is_finished else None
-        if prev is not None:
-            rows[cid] = {**dict(prev), "patient_id": cid, "cached": True}
-        else:
-            todo.append((cid, case))
+    rows, todo = _finished_and_todo(ids, cases, is_finished)
     bar = tqdm(total=len(cases), initial=len(cases) - len(todo), desc=desc, unit="case", disable=not progress)
     try:
-        if executor is None and (int(n_jobs) <= 1 or len(todo) <= 1):
-            for cid, case in todo:
-                rows[cid] = _call(fn, cid, case, kwargs, excluded)
-                bar.update(1)
-        else:
-            own = executor is None
-            pool = executor or ProcessPoolExecutor(max_workers=min(int(n_jobs), len(todo)), mp_context=_mp_context())
-            try:
-                futures = {pool.submit(_call, fn, cid, case, kwargs, excluded): cid for cid, case in todo}
-                for fut in as_completed(futures):
-                    cid = futures[fut]
-                    try:
-                        rows[cid] = fut.result()
-                    except Exception as exc:  # noqa: BLE001  worker crash (e.g. killed for memory)
-                        rows[cid] = failure_row(cid, exc)
-                    bar.update(1)
-            finally:
-                if own:
-                    pool.shutdown()
+        rows.update(_run_todo(fn, todo, kwargs, excluded, n_jobs, executor, bar))
     finally:
         bar.close()
     ordered = [rows[i] for i in ids]
     for r in ordered:
         r.setdefault("cached", False)
     if status_path is not None:
-        table = pd.DataFrame(ordered)
-        if columns is not None:
-            for col in columns:
-                if col not in table.columns:
-                    table[col] = None
-            table = table[list(columns) + [c for c in table.columns if c not in columns]]
-        atomic_to_csv(table, status_path)
+        _write_status(ordered, status_path, columns)
     bad = [r for r in ordered if r.get("status") in ("failed", "excluded")]
     for r in bad[:20]:
         log.warning("%s %s: %s", r["patient_id"], r["status"], r.get("reason", ""))

@@ -18,12 +18,19 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("bmstudy.training.loop", "train the 3D U-Net (ResNet-34 encoder)"),
     "predict": ("bmstudy.inference.predictor", "sliding-window prediction; masks back in the input's space"),
     "evaluate": ("bmstudy.evaluation.evaluate", "per-patient and lesion-wise metrics for a prediction folder"),
+    "plan": ("bmstudy.study.plan_cli", "print the resolved study plan (profile + overrides) as JSON"),
     "run": ("bmstudy.study.runner", "run the study notebooks with papermill into runs/<name>/"),
     "book": ("bmstudy.reporting.book", "build the Jupyter Book HTML report from a run"),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``bmstudy`` parser with one sub-parser per entry of :data:`COMMANDS`.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+    """
     from . import __version__
 
     parser = argparse.ArgumentParser(prog="bmstudy", description=__doc__.splitlines()[0])
@@ -43,6 +50,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``bmstudy`` with ``argv``.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        Arguments without the program name; default ``sys.argv[1:]``.
+
+    Returns
+    -------
+    int
+        The sub-command's exit status; 1 after a ``ValueError``, ``FileNotFoundError`` or
+        ``RuntimeError`` (printed as ``bmstudy COMMAND: error: ...``); 2 without a sub-command.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):

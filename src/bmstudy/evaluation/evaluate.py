@@ -1,20 +1,19 @@
-"""Cohort evaluation: per-patient voxel metrics, lesion-wise detection and score histograms.
+"""Cohort evaluation: ``metrics.csv``, ``lesions.csv`` and ``score_hists.npz`` of a prediction folder.
 
-``evaluate_cohort`` reads, for every patient of the chosen splits, the reference mask named in the
-manifest and the prediction files written by :mod:`bmstudy.inference.predictor` in the *input's* voxel grid
-(``<pid>_prob.nii.gz`` float32 probabilities, ``<pid>.nii.gz`` uint8 mask), and computes
-
-* the eight voxel-wise metrics of the paper (:func:`bmstudy.evaluation.voxel.case_metrics`),
-* lesion-wise detection (:func:`bmstudy.evaluation.voxel.lesion_table` / :func:`~bmstudy.evaluation.voxel.lesion_metrics`),
-* the per-patient score histograms (:func:`bmstudy.evaluation.voxel.score_histogram`) that the voxel-level
-  DeLong test and the patient-level cluster bootstrap of :mod:`bmstudy.statistics.rank` consume.
+:func:`evaluate_cohort` evaluates every patient of the chosen manifest splits with
+:func:`bmstudy.evaluation.case.evaluate_case` (the paper's eight voxel-wise metrics, lesion-wise
+detection, and the per-patient score histograms that the voxel-level DeLong test and the
+patient-level cluster bootstrap of :mod:`bmstudy.statistics` consume). The per-case loop is
+:func:`bmstudy.cases.run_cases` (serial or ``n_jobs`` worker processes, progress bar): one failing
+case is reported (``status='failed'`` and the error naming case and file) and never loses the
+others' results.
 
 Outputs (``out_dir``, all written atomically): ``metrics.csv`` (one row per patient: metrics,
 demographics, split, site, ``manual_seconds``, ``model_seconds``, ``status``, ``error``),
 ``lesions.csv`` (lesion_table rows + ``patient_id`` and ``split``), ``score_hists.npz``
-(per-patient histograms, read back with :func:`load_score_hists`) and ``evaluate_params.json``.
-One failing case is reported (``status='failed'`` and the error naming case and file) and never
-loses the others' results.
+(per-patient histograms, read back with :func:`bmstudy.evaluation.load_score_hists`) and
+``evaluate_params.json`` (the parameters and their hash: outputs newer than every input and made
+with the same parameters are read back instead of recomputed). Also the ``bmstudy evaluate`` command.
 """
 from __future__ import annotations
 
@@ -27,17 +26,19 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from ..utils import PathLike, atomic_path, atomic_to_csv, atomic_write_json, get_logger, params_hash
+from ..cases import run_cases
+from ..plan import EvalParams
+from ..utils import PathLike, atomic_to_csv, atomic_write_json, get_logger, params_hash
+from .case import evaluate_case, prediction_paths
+from .histograms import save_score_hists
+from .voxel import METRIC_KEYS
 
 __all__ = [
     "METRICS",
-    "LESION_SUMMARY_KEYS",
+    "OUTPUT_FILES",
     "age_group",
-    "evaluate_case",
     "evaluate_cohort",
-    "load_score_hists",
     "load_results",
-    "prediction_paths",
     "add_cli_arguments",
     "cli_main",
 ]
@@ -45,20 +46,27 @@ __all__ = [
 log = get_logger("bmstudy.evaluation.evaluate")
 
 #: The paper's eight voxel-wise metrics, in the order of its Table 2.
-METRICS: tuple[str, ...] = ("precision", "recall", "f1", "iou", "dice", "specificity", "mcc", "auc")
-#: Keys of :func:`bmstudy.evaluation.voxel.lesion_metrics` copied into ``metrics.csv``.
-LESION_SUMMARY_KEYS: tuple[str, ...] = (
-    "n_true", "n_pred", "n_detected", "n_fp",
-    "lesion_sensitivity", "lesion_precision", "lesion_f1", "lesion_dice",
-)
+METRICS: tuple[str, ...] = METRIC_KEYS
 DEMOGRAPHIC_COLUMNS: tuple[str, ...] = ("patient_id", "split", "site", "age", "age_group", "sex", "cancer_type")
 AGE_CUTOFF = 60.0
+#: Files written by :func:`evaluate_cohort` (``evaluate_params.json`` last: it marks a complete run).
 OUTPUT_FILES: tuple[str, ...] = ("metrics.csv", "lesions.csv", "score_hists.npz", "evaluate_params.json")
-_AFFINE_ATOL = 1e-3
 
 
 def age_group(age: Any, cutoff: float = AGE_CUTOFF) -> Any:
-    """``'<60'`` / ``'>=60'`` for a scalar or array-like of ages (NaN stays missing)."""
+    """Age group label(s) ``'<60'`` / ``'>=60'``.
+
+    Parameters
+    ----------
+    age : float or array-like of float
+        Age(s) in years; NaN stays missing.
+    cutoff : float, default=60.0
+
+    Returns
+    -------
+    str, float NaN, or ndarray of object
+        A label for a scalar, an object array for array-like input.
+    """
     lo, hi = f"<{cutoff:g}", f">={cutoff:g}"
     if np.ndim(age) == 0:
         a = float(age)
@@ -69,131 +77,23 @@ def age_group(age: Any, cutoff: float = AGE_CUTOFF) -> Any:
     return out
 
 
-def prediction_paths(predictions_dir: PathLike, patient_id: str) -> tuple[Path, Path]:
-    """``(prob_path, mask_path)`` written by inference for one patient."""
-    d = Path(predictions_dir)
-    return d / f"{patient_id}_prob.nii.gz", d / f"{patient_id}.nii.gz"
+def _evaluate_record(record: dict[str, Any], *, pred_dir: Path, brain_mask: bool,
+                     case_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Status row of one manifest record for :func:`bmstudy.cases.run_cases`.
 
-
-# --------------------------------------------------------------------------- one case
-def _load_nifti(path: Path, what: str, pid: str):
-    import nibabel as nib
-
-    if not path.is_file():
-        raise FileNotFoundError(f"case {pid!r}: {what} not found: {path}")
-    try:
-        img = nib.load(str(path))
-        data = np.asanyarray(img.dataobj)
-    except Exception as exc:  # nibabel raises several types for corrupt files
-        raise ValueError(f"case {pid!r}: cannot read {what} {path}: {exc}") from exc
-    if data.ndim == 4 and data.shape[-1] == 1:
-        data = data[..., 0]
-    if data.ndim != 3:
-        raise ValueError(f"case {pid!r}: {what} {path} must be a 3-D volume, got shape {data.shape}")
-    return img, data
-
-
-def _check_grid(pid: str, ref_img, ref_data, ref_path: Path, img, data, path: Path, what: str) -> None:
-    if data.shape != ref_data.shape:
-        raise ValueError(
-            f"case {pid!r}: {what} {path} has shape {data.shape} but the reference mask {ref_path} "
-            f"has shape {ref_data.shape} (predictions must be in the input's voxel grid)"
-        )
-    if not np.allclose(img.affine, ref_img.affine, atol=_AFFINE_ATOL):
-        raise ValueError(
-            f"case {pid!r}: {what} {path} affine differs from the reference mask {ref_path} "
-            f"(max abs diff {np.max(np.abs(img.affine - ref_img.affine)):.4g}; predictions must be in "
-            "the input's voxel grid)"
-        )
-
-
-def _binary(data: np.ndarray, pid: str, path: Path, what: str) -> np.ndarray:
-    if not np.issubdtype(data.dtype, np.integer) and not np.issubdtype(data.dtype, np.bool_):
-        if not np.all(np.isfinite(data)):
-            raise ValueError(f"case {pid!r}: {what} {path} contains non-finite values")
-        if not np.all(np.equal(np.mod(data, 1), 0)):
-            raise ValueError(f"case {pid!r}: {what} {path} must be a binary mask, found non-integer values")
-    bad = (data != 0) & (data != 1)
-    if bad.any():
-        values = np.unique(data[bad])
-        raise ValueError(f"case {pid!r}: {what} {path} must contain only 0/1, found values {values[:10].tolist()}")
-    return data != 0
-
-
-def evaluate_case(
-    patient_id: str,
-    truth_path: PathLike,
-    predictions_dir: PathLike,
-    *,
-    threshold: float = 0.5,
-    brain_mask_path: PathLike | None = None,
-    min_lesion_mm3: float | None = None,
-    n_bins: int | None = None,
-) -> tuple[dict[str, Any], pd.DataFrame, tuple[np.ndarray, np.ndarray]]:
-    """Evaluate one patient; return ``(metrics_row, lesion_rows, (pos_hist, neg_hist))``.
-
-    Voxel metrics use the probability map (``<pid>_prob.nii.gz``); lesion analysis uses the same map
-    thresholded at ``threshold`` so both agree. When only the uint8 mask exists it serves as a
-    (binary) score. Every file must share the reference mask's shape and affine; errors name the
-    case and the file. ``brain_mask_path`` restricts voxel metrics and histograms to the brain.
+    ``status`` is ``ok`` (the results in ``payload``) or ``failed`` with the error message as
+    ``reason``: one bad case never loses the others.
     """
-    from ..evaluation import voxel as M
-
-    pid = str(patient_id)
-    truth_path = Path(truth_path)
-    prob_path, mask_path = prediction_paths(predictions_dir, pid)
-    ref_img, ref_raw = _load_nifti(truth_path, "reference mask", pid)
-    truth = _binary(ref_raw, pid, truth_path, "reference mask")
-
-    if prob_path.is_file():
-        img, prob = _load_nifti(prob_path, "probability map", pid)
-        _check_grid(pid, ref_img, ref_raw, truth_path, img, prob, prob_path, "probability map")
-        prob = np.asarray(prob, dtype=np.float32)
-        if not np.all(np.isfinite(prob)):
-            raise ValueError(f"case {pid!r}: probability map {prob_path} contains non-finite values")
-        if prob.size and (prob.min() < 0.0 or prob.max() > 1.0):
-            raise ValueError(
-                f"case {pid!r}: probability map {prob_path} has values outside [0, 1] "
-                f"(min {prob.min():.4g}, max {prob.max():.4g})"
-            )
-        source = prob_path
-    elif mask_path.is_file():
-        img, raw = _load_nifti(mask_path, "prediction mask", pid)
-        _check_grid(pid, ref_img, ref_raw, truth_path, img, raw, mask_path, "prediction mask")
-        prob = _binary(raw, pid, mask_path, "prediction mask").astype(np.float32)
-        source = mask_path
-        log.warning("case %r: no probability map %s; AUC computed from the binary mask %s", pid, prob_path, mask_path)
-    else:
-        raise FileNotFoundError(f"case {pid!r}: no prediction found: neither {prob_path} nor {mask_path} exists")
-
-    brain = None
-    if brain_mask_path is not None and str(brain_mask_path) != "":
-        bpath = Path(brain_mask_path)
-        bimg, braw = _load_nifti(bpath, "brain mask", pid)
-        _check_grid(pid, ref_img, ref_raw, truth_path, bimg, braw, bpath, "brain mask")
-        brain = _binary(braw, pid, bpath, "brain mask")
-
-    spacing = tuple(float(z) for z in ref_img.header.get_zooms()[:3])
-    voxel_mm3 = float(np.prod(spacing))
-    pred = prob >= threshold
-    row: dict[str, Any] = {"patient_id": pid}
-    row.update({k: float(v) for k, v in M.case_metrics(prob, truth, threshold=threshold, mask=brain).items()})
-    lesion_kwargs: dict[str, Any] = {}
-    if min_lesion_mm3 is not None:
-        lesion_kwargs["min_volume_mm3"] = float(min_lesion_mm3)
-    lesions = M.lesion_table(pred, truth, spacing, **lesion_kwargs)
-    summary = M.lesion_metrics(pred, truth, spacing, **lesion_kwargs)
-    row.update({k: summary[k] for k in LESION_SUMMARY_KEYS if k in summary})
-    row["truth_volume_ml"] = float(truth.sum()) * voxel_mm3 / 1000.0
-    row["pred_volume_ml"] = float(pred.sum()) * voxel_mm3 / 1000.0
-    row["prediction_file"] = str(source)
-    hist_kwargs: dict[str, Any] = {"mask": brain}
-    if n_bins is not None:
-        hist_kwargs["n_bins"] = int(n_bins)
-    pos, neg = M.score_histogram(prob, truth, **hist_kwargs)
-    lesions = lesions.copy()
-    lesions.insert(0, "patient_id", pid)
-    return row, lesions, (np.asarray(pos, dtype=np.int64), np.asarray(neg, dtype=np.int64))
+    pid = str(record["patient_id"])
+    bpath = record.get("brain_mask") if brain_mask else None
+    if brain_mask and (not isinstance(bpath, str) or not bpath):
+        return {"patient_id": pid, "status": "failed",
+                "reason": f"case {pid!r}: brain_mask=True but the manifest gives no brain mask"}
+    try:
+        payload = evaluate_case(pid, record["mask"], pred_dir, brain_mask_path=bpath, **case_kwargs)
+    except Exception as exc:  # noqa: BLE001  reported in metrics.csv
+        return {"patient_id": pid, "status": "failed", "reason": str(exc)}
+    return {"patient_id": pid, "status": "ok", "reason": "", "payload": payload}
 
 
 # --------------------------------------------------------------------------- cohort
@@ -233,6 +133,107 @@ def _read_timings(predictions_dir: Path) -> pd.Series | None:
     return pd.Series(pd.to_numeric(t["total_s"], errors="coerce").to_numpy(), index=t["patient_id"].astype(str))
 
 
+def _settings(params: EvalParams | None, **given: Any) -> dict[str, Any]:
+    """The evaluation settings: ``params`` (when given) replaces the keyword values."""
+    if params is None:
+        return given
+    return {"splits": params.splits, "threshold": params.threshold, "brain_mask": params.brain_mask,
+            "min_lesion_mm3": params.min_lesion_mm3, "n_bins": params.n_bins,
+            "mask_labels": params.mask_labels, "label_threshold": params.label_threshold}
+
+
+def _select_cases(manifest_df: pd.DataFrame, pred_dir: Path, s: dict[str, Any]) -> pd.DataFrame:
+    """The manifest rows to evaluate (after checking the inputs)."""
+    if not 0.0 <= float(s["threshold"]) <= 1.0:
+        raise ValueError(f"threshold must be in [0, 1], got {s['threshold']}")
+    if not pred_dir.is_dir():
+        raise FileNotFoundError(f"predictions folder not found: {pred_dir}")
+    for col in ("patient_id", "split", "mask"):
+        if col not in manifest_df.columns:
+            raise ValueError(f"manifest has no column {col!r}")
+    if s["brain_mask"] and "brain_mask" not in manifest_df.columns:
+        raise ValueError("brain_mask=True but the manifest has no 'brain_mask' column")
+    splits = s["splits"]
+    cases = manifest_df if splits is None else manifest_df[manifest_df["split"].isin(list(splits))]
+    cases = cases.reset_index(drop=True)
+    if cases.empty:
+        raise ValueError(f"no patients in splits {list(splits or [])} of the manifest")
+    return cases
+
+
+def _run_params(s: dict[str, Any], pred_dir: Path, cases: pd.DataFrame) -> dict[str, Any]:
+    """The parameters recorded in ``evaluate_params.json`` (their hash decides the up-to-date skip)."""
+    params: dict[str, Any] = {
+        "splits": None if s["splits"] is None else list(s["splits"]), "threshold": float(s["threshold"]),
+        "brain_mask": bool(s["brain_mask"]), "min_lesion_mm3": s["min_lesion_mm3"], "n_bins": s["n_bins"],
+        "predictions_dir": str(pred_dir.resolve()),
+        # the evaluated rows themselves (ids, paths, demographics): an edited manifest recomputes
+        "cases": params_hash({c: cases[c].astype(str).tolist() for c in cases.columns}),
+    }
+    # label-map settings only when used, so runs without them keep their recorded hash
+    if s.get("mask_labels") is not None:
+        params["mask_labels"] = [int(v) for v in s["mask_labels"]]
+    if s.get("label_threshold") is not None:
+        params["label_threshold"] = float(s["label_threshold"])
+    return params
+
+
+def _base_row(rec: dict[str, Any], timings: pd.Series | None) -> dict[str, Any]:
+    """Demographic and timing columns of one manifest record."""
+    pid = str(rec["patient_id"])
+    return {
+        "patient_id": pid,
+        "split": rec.get("split", ""),
+        "site": rec.get("site", ""),
+        "age": rec.get("age", np.nan),
+        "age_group": age_group(rec.get("age", np.nan)),
+        "sex": rec.get("sex", ""),
+        "cancer_type": rec.get("cancer_type", ""),
+        "manual_seconds": rec.get("manual_seconds", np.nan),
+        "model_seconds": float(timings.get(pid, np.nan)) if timings is not None else np.nan,
+    }
+
+
+def _collect(records: list[dict[str, Any]], status_rows: list[dict[str, Any]], timings: pd.Series | None,
+             ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """``(metrics, lesions, hists)`` of the cohort from the per-case status rows (input order)."""
+    rows: list[dict[str, Any]] = []
+    lesion_frames: list[pd.DataFrame] = []
+    hists: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for rec, status in zip(records, status_rows):
+        base = _base_row(rec, timings)
+        if status.get("status") != "ok":
+            rows.append({**base, "status": "failed", "error": str(status.get("reason", ""))})
+            continue
+        row, lesions, hist = status["payload"]
+        row = {k: v for k, v in row.items() if k != "patient_id"}
+        rows.append({**base, **row, "status": "ok", "error": ""})
+        lesions.insert(1, "split", base["split"])
+        lesion_frames.append(lesions)
+        hists[base["patient_id"]] = hist
+    df = _order_columns(pd.DataFrame(rows))
+    lesions_df = pd.concat(lesion_frames, ignore_index=True) if lesion_frames else pd.DataFrame(
+        columns=["patient_id", "split"])
+    return df, lesions_df, hists
+
+
+def _evaluate_cases(cases: pd.DataFrame, pred_dir: Path, s: dict[str, Any], *, n_jobs: int, progress: bool,
+                    ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """Run :func:`bmstudy.cases.run_cases` over the cases; ``(metrics, lesions, hists)`` in manifest order."""
+    timings = _read_timings(pred_dir)
+    records = cases.to_dict("records")
+    case_kwargs = {"threshold": s["threshold"], "min_lesion_mm3": s["min_lesion_mm3"], "n_bins": s["n_bins"],
+                   "mask_labels": s["mask_labels"], "label_threshold": s["label_threshold"]}
+    t0 = time.perf_counter()
+    result = run_cases(_evaluate_record, records, n_jobs=n_jobs, desc="evaluate", progress=progress,
+                       kwargs={"pred_dir": pred_dir, "brain_mask": bool(s["brain_mask"]), "case_kwargs": case_kwargs})
+    df, lesions_df, hists = _collect(records, result.rows, timings)
+    n_failed = int((df["status"] != "ok").sum())
+    log.info("evaluated %d case(s) in %.1f s: %d ok, %d failed", len(df), time.perf_counter() - t0,
+             len(df) - n_failed, n_failed)
+    return df, lesions_df, hists
+
+
 def evaluate_cohort(
     manifest_df: pd.DataFrame,
     predictions_dir: PathLike,
@@ -243,6 +244,9 @@ def evaluate_cohort(
     min_lesion_mm3: float | None = None,
     *,
     n_bins: int | None = None,
+    mask_labels: Sequence[int] | None = None,
+    label_threshold: float | None = None,
+    params: EvalParams | None = None,
     force: bool = False,
     progress: bool = True,
     n_jobs: int = 1,
@@ -251,126 +255,65 @@ def evaluate_cohort(
 
     Parameters
     ----------
-    manifest_df : validated manifest (:func:`bmstudy.io.manifest.load_manifest`, absolute paths).
-    predictions_dir : folder with ``<pid>_prob.nii.gz`` / ``<pid>.nii.gz`` and optional ``timings.csv``
-        (its ``total_s`` becomes ``model_seconds``).
-    out_dir : where ``metrics.csv``, ``lesions.csv``, ``score_hists.npz`` go (nothing written if None).
-        When these are newer than every input and were made with the same parameters, they are read
-        back instead of recomputed, unless ``force``.
-    splits : manifest splits to evaluate (None: every row).
-    threshold : probability threshold for the binary prediction (paper: 0.5).
-    brain_mask : restrict voxel metrics to the manifest's ``brain_mask`` (the paper used whole volumes).
-    min_lesion_mm3 : smallest connected component counted as a lesion (None: bmstudy.evaluation.voxel' default).
-    n_bins : score-histogram resolution (None: bmstudy.evaluation.voxel' default).
-    n_jobs : worker processes (cases are independent; each holds one case's volumes in memory).
+    manifest_df : DataFrame
+        Validated manifest (:func:`bmstudy.io.load_manifest`, absolute paths).
+    predictions_dir : path-like
+        Folder with ``<pid>_prob.nii.gz`` / ``<pid>.nii.gz`` and optional ``timings.csv`` (its
+        ``total_s`` becomes ``model_seconds``).
+    out_dir : path-like, optional
+        Where ``metrics.csv``, ``lesions.csv``, ``score_hists.npz`` go (nothing written if None).
+        When these are newer than every input and were made with the same parameters, they are
+        read back instead of recomputed, unless ``force``.
+    splits : sequence of str or None, default=('test', 'external')
+        Manifest splits to evaluate (None: every row).
+    threshold : float, default=0.5
+        Probability threshold of the binary prediction (paper: 0.5).
+    brain_mask : bool, default=False
+        Restrict voxel metrics to the manifest's ``brain_mask`` (the paper used whole volumes).
+    min_lesion_mm3 : float, optional
+        Smallest connected component counted as a lesion (None: the library default).
+    n_bins : int, optional
+        Score-histogram resolution (None: the library default).
+    mask_labels, label_threshold : optional
+        How label-map references become 0/1 masks (default: references must hold only 0/1).
+    params : EvalParams, optional
+        The plan's evaluation settings; when given, its ``splits``, ``threshold``, ``brain_mask``,
+        ``min_lesion_mm3``, ``n_bins``, ``mask_labels`` and ``label_threshold`` replace the keywords.
+    force, progress : bool
+        Recompute even when the outputs are up to date (default False); show a progress bar (True).
+    n_jobs : int, default=1
+        Worker processes (cases are independent; each holds one case's volumes in memory).
 
     Returns
     -------
-    DataFrame with ``patient_id, split, site, age, age_group, sex, cancer_type, manual_seconds,
-    model_seconds, status, error`` + the eight metrics + lesion summary columns. Failed cases keep
-    their row with ``status='failed'``, the error message, and NaN metrics.
-    """
-    from tqdm.auto import tqdm
+    DataFrame
+        ``patient_id, split, site, age, age_group, sex, cancer_type, manual_seconds, model_seconds,
+        status, error`` + the eight metrics + lesion summary columns. Failed cases keep their row
+        with ``status='failed'``, the error message, and NaN metrics.
 
-    if not 0.0 <= float(threshold) <= 1.0:
-        raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+    Raises
+    ------
+    FileNotFoundError
+        When ``predictions_dir`` does not exist.
+    ValueError
+        For a threshold outside [0, 1], ``n_jobs < 1``, missing manifest columns or no patient in
+        ``splits``.
+    """
     if int(n_jobs) < 1:
         raise ValueError(f"n_jobs must be >= 1, got {n_jobs}")
+    s = _settings(params, splits=splits, threshold=threshold, brain_mask=brain_mask, min_lesion_mm3=min_lesion_mm3,
+                  n_bins=n_bins, mask_labels=mask_labels, label_threshold=label_threshold)
     pred_dir = Path(predictions_dir)
-    if not pred_dir.is_dir():
-        raise FileNotFoundError(f"predictions folder not found: {pred_dir}")
-    for col in ("patient_id", "split", "mask"):
-        if col not in manifest_df.columns:
-            raise ValueError(f"manifest has no column {col!r}")
-    if brain_mask and "brain_mask" not in manifest_df.columns:
-        raise ValueError("brain_mask=True but the manifest has no 'brain_mask' column")
-    cases = manifest_df if splits is None else manifest_df[manifest_df["split"].isin(list(splits))]
-    cases = cases.reset_index(drop=True)
-    if cases.empty:
-        raise ValueError(f"no patients in splits {list(splits or [])} of the manifest")
-
-    params = {
-        "splits": None if splits is None else list(splits), "threshold": float(threshold),
-        "brain_mask": bool(brain_mask), "min_lesion_mm3": min_lesion_mm3, "n_bins": n_bins,
-        "predictions_dir": str(pred_dir.resolve()),
-        # the evaluated rows themselves (ids, paths, demographics): an edited manifest recomputes
-        "cases": params_hash({c: cases[c].astype(str).tolist() for c in cases.columns}),
-    }
+    cases = _select_cases(manifest_df, pred_dir, s)
+    run_params = _run_params(s, pred_dir, cases)
     out = Path(out_dir) if out_dir is not None else None
-    if out is not None and not force and _up_to_date(out, _input_files(cases, pred_dir, brain_mask), params):
+    if out is not None and not force and _up_to_date(out, _input_files(cases, pred_dir, s["brain_mask"]), run_params):
         log.info("evaluation in %s is up to date; reading it back (force=True recomputes)", out)
         return load_results(out)[0]
-
-    timings = _read_timings(pred_dir)
-    records = cases.to_dict("records")
-    case_kwargs = {"threshold": threshold, "min_lesion_mm3": min_lesion_mm3, "n_bins": n_bins}
-    jobs = [(str(r["patient_id"]), r["mask"], pred_dir, (r.get("brain_mask") if brain_mask else None), brain_mask,
-             case_kwargs) for r in records]
-    results: list[tuple[str, Any]] = [("failed", "not run")] * len(jobs)
-    t0 = time.perf_counter()
-    bar = tqdm(total=len(jobs), desc="evaluate", unit="case", disable=not progress)
-    if n_jobs > 1 and len(jobs) > 1:
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        with ProcessPoolExecutor(max_workers=min(n_jobs, len(jobs))) as pool:
-            futures = {pool.submit(_run_case, *job): i for i, job in enumerate(jobs)}
-            for fut in as_completed(futures):
-                results[futures[fut]] = fut.result()
-                bar.update()
-    else:
-        for i, job in enumerate(jobs):
-            results[i] = _run_case(*job)
-            bar.update()
-    bar.close()
-
-    rows: list[dict[str, Any]] = []
-    lesion_frames: list[pd.DataFrame] = []
-    hists: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    n_failed = 0
-    for rec, (status, payload) in zip(records, results):
-        pid = str(rec["patient_id"])
-        base = {
-            "patient_id": pid,
-            "split": rec.get("split", ""),
-            "site": rec.get("site", ""),
-            "age": rec.get("age", np.nan),
-            "age_group": age_group(rec.get("age", np.nan)),
-            "sex": rec.get("sex", ""),
-            "cancer_type": rec.get("cancer_type", ""),
-            "manual_seconds": rec.get("manual_seconds", np.nan),
-            "model_seconds": float(timings.get(pid, np.nan)) if timings is not None else np.nan,
-        }
-        if status != "ok":
-            log.error("%s", payload)
-            rows.append({**base, "status": "failed", "error": str(payload)})
-            n_failed += 1
-            continue
-        row, lesions, hist = payload
-        row.pop("patient_id")
-        rows.append({**base, **row, "status": "ok", "error": ""})
-        lesions.insert(1, "split", base["split"])
-        lesion_frames.append(lesions)
-        hists[pid] = hist
-    log.info("evaluated %d case(s) in %.1f s: %d ok, %d failed", len(rows), time.perf_counter() - t0,
-             len(rows) - n_failed, n_failed)
-
-    df = _order_columns(pd.DataFrame(rows))
-    lesions_df = pd.concat(lesion_frames, ignore_index=True) if lesion_frames else pd.DataFrame(
-        columns=["patient_id", "split"])
+    df, lesions_df, hists = _evaluate_cases(cases, pred_dir, s, n_jobs=int(n_jobs), progress=progress)
     if out is not None:
-        _write_outputs(out, df, lesions_df, hists, params)
+        _write_outputs(out, df, lesions_df, hists, run_params)
     return df
-
-
-def _run_case(pid: str, mask: str, pred_dir: Path, bpath: Any, brain_mask: bool,
-              kwargs: dict[str, Any]) -> tuple[str, Any]:
-    """``('ok', (row, lesions, hist))`` or ``('failed', message)``: one bad case never loses the others."""
-    if brain_mask and (not isinstance(bpath, str) or not bpath):
-        return "failed", f"case {pid!r}: brain_mask=True but the manifest gives no brain mask"
-    try:
-        return "ok", evaluate_case(pid, mask, pred_dir, brain_mask_path=bpath, **kwargs)
-    except Exception as exc:  # reported in the status table
-        return "failed", str(exc)
 
 
 def _order_columns(df: pd.DataFrame) -> pd.DataFrame:
@@ -387,36 +330,29 @@ def _write_outputs(out: Path, df: pd.DataFrame, lesions: pd.DataFrame,
     out.mkdir(parents=True, exist_ok=True)
     atomic_to_csv(df, out / "metrics.csv")
     atomic_to_csv(lesions, out / "lesions.csv")
-    arrays: dict[str, np.ndarray] = {}
-    for pid, (pos, neg) in hists.items():
-        arrays[f"{pid}.pos"] = pos
-        arrays[f"{pid}.neg"] = neg
-    with atomic_path(out / "score_hists.npz", suffix=".npz") as tmp:
-        np.savez_compressed(tmp, **arrays)
+    save_score_hists(out / "score_hists.npz", hists)
     # written last: its presence + hash marks a complete, reusable evaluation
     atomic_write_json(out / "evaluate_params.json", {"params": params, "params_hash": params_hash(params)})
 
 
-def load_score_hists(path: PathLike, patient_ids: Iterable[str] | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Read ``score_hists.npz`` into ``{patient_id: (pos_counts, neg_counts)}`` (optionally a subset)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"score histograms not found: {path}")
-    wanted = None if patient_ids is None else {str(p) for p in patient_ids}
-    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    with np.load(path, allow_pickle=False) as z:
-        pids = sorted({k.rsplit(".", 1)[0] for k in z.files})
-        for pid in pids:
-            if wanted is not None and pid not in wanted:
-                continue
-            out[pid] = (z[f"{pid}.pos"], z[f"{pid}.neg"])
-    if wanted is not None and (missing := wanted - set(out)):
-        raise KeyError(f"{path}: no histograms for patient(s) {sorted(missing)}")
-    return out
-
-
 def load_results(out_dir: PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Read ``(metrics, lesions)`` written by :func:`evaluate_cohort` (string ids kept as strings)."""
+    """Read the per-patient metrics and the lesion rows written by :func:`evaluate_cohort`.
+
+    Parameters
+    ----------
+    out_dir : path-like
+        The evaluation folder (``metrics.csv``, ``lesions.csv``).
+
+    Returns
+    -------
+    metrics, lesions : DataFrame
+        String ids and categorical columns kept as strings; ``error`` is ``''`` for ok cases.
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``metrics.csv`` or ``lesions.csv`` is missing.
+    """
     out = Path(out_dir)
     dtypes = {"patient_id": str, "split": str, "site": str, "sex": str, "cancer_type": str,
               "age_group": str, "status": str, "error": str}
@@ -431,6 +367,7 @@ def load_results(out_dir: PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 # --------------------------------------------------------------------------- CLI: bmstudy evaluate
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``bmstudy evaluate``."""
     parser.add_argument("manifest", help="path to data_manifest.csv")
     parser.add_argument("predictions", help="folder written by `bmstudy predict`")
     parser.add_argument("--out", required=True, help="output folder for metrics.csv, lesions.csv, score_hists.npz")
@@ -438,18 +375,24 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", type=float, default=0.5, help="probability threshold (default 0.5)")
     parser.add_argument("--brain-mask", action="store_true", help="restrict voxel metrics to the brain mask")
     parser.add_argument("--min-lesion-mm3", type=float, default=None,
-                        help="smallest component counted as a lesion (default: bmstudy.evaluation.voxel' default)")
+                        help="smallest component counted as a lesion (default: the library default, 3 mm^3)")
+    parser.add_argument("--mask-labels", type=int, nargs="+", default=None,
+                        help="label values forming the lesion in label-map references (e.g. 4)")
+    parser.add_argument("--label-threshold", type=float, default=None,
+                        help="reference voxels above this value form the lesion")
     parser.add_argument("--force", action="store_true", help="recompute even if outputs are up to date")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
 
 
 def cli_main(args: argparse.Namespace) -> int:
+    """Run ``bmstudy evaluate``; exit status 1 when a case failed."""
     from ..io.manifest import load_manifest
 
     df = evaluate_cohort(
         load_manifest(args.manifest), args.predictions, args.out, splits=args.splits,
         threshold=args.threshold, brain_mask=args.brain_mask, min_lesion_mm3=args.min_lesion_mm3,
+        mask_labels=args.mask_labels, label_threshold=args.label_threshold,
         force=args.force, progress=not args.no_progress, n_jobs=args.jobs,
     )
     ok = df[df["status"] == "ok"]

@@ -39,36 +39,20 @@ def _where(path: Path | None, idx: int | None = None, col: str | None = None, pi
     return ", ".join(parts)
 
 
-def validate_manifest(
-    df: pd.DataFrame,
-    base_dir: PathLike | None = None,
-    *,
-    source: PathLike | None = None,
-    check_files: bool = True,
-    age_range: tuple[float, float] = (18.0, 120.0),
-    cancer_types: Sequence[str] = CANCER_TYPES,
-) -> pd.DataFrame:
-    """Validate a manifest DataFrame and return a normalised copy with absolute paths.
-
-    Raises :class:`ManifestError` on the first class of problem found, listing every offending row.
-    """
-    src = Path(source) if source is not None else None
-    base = Path(base_dir) if base_dir is not None else Path.cwd()
-    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
-    if missing:
-        raise ManifestError(f"{_where(src)}: missing required column(s) {missing}; expected {list(REQUIRED_COLUMNS)}")
-    out = df.copy()
-    for col in ("patient_id", "site", "split", "sex", "cancer_type", "image", "mask"):
-        out[col] = out[col].astype("string").fillna("").str.strip().astype(object)
-    errors: list[str] = []
-
-    empty_ids = [i for i, v in enumerate(out["patient_id"]) if v == ""]
-    errors += [f"{_where(src, i, 'patient_id')}: empty patient_id" for i in empty_ids]
+def _check_ids(out: pd.DataFrame, src: Path | None) -> None:
+    """Raise for empty or duplicate patient ids (before any other check)."""
+    errors = [f"{_where(src, i, 'patient_id')}: empty patient_id" for i, v in enumerate(out["patient_id"]) if v == ""]
     dup = out["patient_id"].duplicated(keep=False) & (out["patient_id"] != "")
     for i in np.flatnonzero(dup.to_numpy()):
         errors.append(f"{_where(src, int(i), 'patient_id', out['patient_id'].iat[i])}: duplicate patient_id")
     if errors:
         raise ManifestError("\n".join(errors))
+
+
+def _check_fields(df: pd.DataFrame, out: pd.DataFrame, src: Path | None, age_range: tuple[float, float],
+                  cancer_types: Sequence[str]) -> list[str]:
+    """Normalise (in ``out``) and check age, sex, cancer type, split, site and manual seconds; returns the errors."""
+    errors: list[str] = []
 
     def check_col(col: str, ok: Iterable[bool], msg: str) -> None:
         for i, good in enumerate(ok):
@@ -92,7 +76,12 @@ def validate_manifest(
     check_col("manual_seconds", ((np.isfinite(s) and s >= 0) or e for s, e in zip(secs, raw_empty)),
               "manual_seconds must be a non-negative number or empty")
     out["manual_seconds"] = secs.astype(float)
+    return errors
 
+
+def _resolve_paths(out: pd.DataFrame, src: Path | None, base: Path, check_files: bool) -> list[str]:
+    """Resolve (in ``out``) the path columns against ``base``; returns the errors (empty or missing files)."""
+    errors: list[str] = []
     for col in PATH_COLUMNS:
         if col not in out.columns:
             continue
@@ -111,6 +100,55 @@ def validate_manifest(
                 errors.append(f"{_where(src, i, col, out['patient_id'].iat[i])}: file not found: {p}")
             resolved.append(str(p.resolve() if p.exists() else p))
         out[col] = resolved
+    return errors
+
+
+def validate_manifest(
+    df: pd.DataFrame,
+    base_dir: PathLike | None = None,
+    *,
+    source: PathLike | None = None,
+    check_files: bool = True,
+    age_range: tuple[float, float] = (18.0, 120.0),
+    cancer_types: Sequence[str] = CANCER_TYPES,
+) -> pd.DataFrame:
+    """Validate a manifest DataFrame and return a normalised copy with absolute paths.
+
+    Parameters
+    ----------
+    df : DataFrame
+        The manifest as read.
+    base_dir : str or Path, optional
+        Folder relative paths are resolved against (default: the working directory).
+    source : str or Path, optional
+        The manifest file, named in errors.
+    check_files : bool, default=True
+        Check that the image/mask/brain-mask files exist.
+    age_range : tuple of float, default=(18.0, 120.0)
+        Accepted ages.
+    cancer_types : sequence of str, default=CANCER_TYPES
+        Accepted primary cancer types.
+
+    Returns
+    -------
+    DataFrame
+
+    Raises
+    ------
+    ManifestError
+        On the first class of problem found, listing every offending row.
+    """
+    src = Path(source) if source is not None else None
+    base = Path(base_dir) if base_dir is not None else Path.cwd()
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise ManifestError(f"{_where(src)}: missing required column(s) {missing}; expected {list(REQUIRED_COLUMNS)}")
+    out = df.copy()
+    for col in ("patient_id", "site", "split", "sex", "cancer_type", "image", "mask"):
+        out[col] = out[col].astype("string").fillna("").str.strip().astype(object)
+    _check_ids(out, src)
+    errors = _check_fields(df, out, src, age_range, cancer_types)
+    errors += _resolve_paths(out, src, base, check_files)
     if errors:
         raise ManifestError("\n".join(errors))
     out = out.reset_index(drop=True)
@@ -121,7 +159,26 @@ def validate_manifest(
 
 
 def load_manifest(path: PathLike, *, check_files: bool = True, **kwargs) -> pd.DataFrame:
-    """Read and validate ``data_manifest.csv``; paths are resolved against its folder."""
+    """Read and validate ``data_manifest.csv``; paths are resolved against its folder.
+
+    Parameters
+    ----------
+    path : str or Path
+        The manifest CSV.
+    check_files : bool, default=True
+        Check that the files exist.
+    **kwargs
+        Passed to :func:`validate_manifest`.
+
+    Returns
+    -------
+    DataFrame
+
+    Raises
+    ------
+    ManifestError
+        When the file is missing, not CSV, or invalid.
+    """
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"manifest not found: {path}")
@@ -135,7 +192,17 @@ def load_manifest(path: PathLike, *, check_files: bool = True, **kwargs) -> pd.D
 
 
 def write_manifest(df: pd.DataFrame, path: PathLike) -> Path:
-    """Write a manifest atomically, storing paths relative to the manifest's folder when possible."""
+    """Write a manifest atomically, storing paths relative to the manifest's folder when possible.
+
+    Parameters
+    ----------
+    df : DataFrame
+    path : str or Path
+
+    Returns
+    -------
+    Path
+    """
     path = Path(path)
     out = df.copy()
     base = path.parent.resolve()
@@ -161,17 +228,43 @@ def _relative(value: object, base: Path) -> str:
 
 
 def manifest_hash(path: PathLike) -> str:
-    """SHA-256 of the manifest file (for provenance records)."""
+    """SHA-256 of the manifest file (for provenance records).
+
+    Parameters
+    ----------
+    path : str or Path
+
+    Returns
+    -------
+    str
+    """
     return file_sha256(path)
 
 
 # ---------------------------------------------------------------- CLI: bmstudy validate
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``bmstudy validate`` options to ``parser``.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+    """
     parser.add_argument("manifest", help="path to data_manifest.csv")
     parser.add_argument("--no-check-files", action="store_true", help="do not check that files exist")
 
 
 def cli_main(args: argparse.Namespace) -> int:
+    """Run ``bmstudy validate``: load and validate the manifest, print patients per site and split.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+
+    Returns
+    -------
+    int
+        0 (an invalid manifest raises :class:`ManifestError`).
+    """
     df = load_manifest(args.manifest, check_files=not args.no_check_files)
     counts = df.groupby(["site", "split"]).size().to_string()
     print(f"{args.manifest}: {len(df)} patients, valid\n{counts}")

@@ -23,8 +23,33 @@ def systematic_split(
     ``external_sites``) are sorted by ``sort_key``; with ``n_test = round(n * test_fraction)`` and
     the interval ``k = n / n_test``, a random start ``u ~ U[0, k)`` (from ``seed``) selects the
     positions ``floor(u + i*k)``, ``i = 0..n_test-1`` for the test set; the others are ``train``.
-    External rows keep (or get) ``split='external'``. Returns a new DataFrame, same row order.
-    The paper's 379/91 of 470 corresponds to ``test_fraction=91/470``.
+    External rows keep (or get) ``split='external'``. The paper's 379/91 of 470 corresponds to
+    ``test_fraction=91/470``.
+
+    Parameters
+    ----------
+    manifest : DataFrame
+        The data manifest.
+    test_fraction : float, default=0.2
+        Fraction of internal cases in the test set.
+    seed : int, default=0
+        Seed of the random start.
+    sort_key : str, default='patient_id'
+        Column the internal cases are ordered by.
+    external_sites : tuple of str, optional
+        Sites whose cases are external whatever their split.
+
+    Returns
+    -------
+    DataFrame
+        A new DataFrame, same row order, with ``split`` set.
+
+    Raises
+    ------
+    ValueError
+        For ``test_fraction`` outside (0, 1) or fewer than 2 internal cases.
+    ManifestError
+        When ``sort_key`` is not a column.
     """
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
@@ -54,6 +79,12 @@ def systematic_split(
 
 # ---------------------------------------------------------------- CLI: bmstudy split
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``bmstudy split`` options to ``parser``.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+    """
     parser.add_argument("manifest", help="data_manifest.csv to split (rewritten in place unless -o)")
     parser.add_argument("-o", "--output", help="write the split manifest here")
     parser.add_argument("--test-fraction", type=float, default=0.2)
@@ -61,6 +92,17 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cli_main(args: argparse.Namespace) -> int:
+    """Run ``bmstudy split``: split the manifest and write it (in place unless ``-o``).
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+
+    Returns
+    -------
+    int
+        0.
+    """
     df = load_manifest(args.manifest)
     out = systematic_split(df, args.test_fraction, args.seed)
     dest = args.output or args.manifest

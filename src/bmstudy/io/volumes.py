@@ -9,11 +9,13 @@ convention; SimpleITK's LPS geometry is converted on the way in and out.
 
 Input problems raise :class:`VolumeError` (a ``ValueError``) whose message names the case and file:
 missing/unreadable files, 4-D / multi-frame / multi-component data, fewer than 3 dimensions,
-NaN/Inf values, empty volumes and (for images) constant volumes.
+NaN/Inf values, empty volumes and (for images) constant volumes. The affine helpers live in
+:mod:`bmstudy.io.geometry` (imported here, where older code looks for them).
 """
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,10 +24,12 @@ import nibabel as nib
 import numpy as np
 
 from ..utils import PathLike, atomic_path, file_sha256
+from .geometry import (affine_direction, affine_spacing, canonical_to_source, ras_affine_to_sitk,  # noqa: F401
+                       sitk_to_ras_affine, source_to_canonical)
 
 NIFTI_SUFFIXES: tuple[str, ...] = (".nii", ".nii.gz")
-_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
-_RAS_ORNT = nib.orientations.axcodes2ornt(("R", "A", "S"))
+#: Formats whose header and voxel data are two files (``.mhd`` + ``.zraw``, ``.nhdr`` + ``.raw.gz``).
+DETACHED_HEADER_SUFFIXES: tuple[str, ...] = (".mhd", ".nhdr")
 
 
 class VolumeError(ValueError):
@@ -73,61 +77,21 @@ class Volume:
         return canonical_to_source(array, self.source_affine)
 
 
-# ----------------------------------------------------------------------------- geometry helpers
-
-
-def affine_spacing(affine: np.ndarray) -> tuple[float, float, float]:
-    """Voxel sizes (column norms of the 3x3 part)."""
-    return tuple(float(v) for v in np.linalg.norm(np.asarray(affine)[:3, :3], axis=0))  # type: ignore[return-value]
-
-
-def affine_direction(affine: np.ndarray) -> np.ndarray:
-    """Unit direction cosines (3x3, columns = voxel axes)."""
-    a = np.asarray(affine, dtype=float)[:3, :3]
-    return a / np.linalg.norm(a, axis=0, keepdims=True)
-
-
-def _source_to_canonical_ornt(source_affine: np.ndarray) -> np.ndarray:
-    return nib.orientations.ornt_transform(nib.orientations.io_orientation(source_affine), _RAS_ORNT)
-
-
-def source_to_canonical(array: np.ndarray, source_affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Reorient an on-disk array to RAS+; returns (array, canonical affine). Exact (no interpolation)."""
-    ornt = _source_to_canonical_ornt(source_affine)
-    data = nib.orientations.apply_orientation(array, ornt)
-    affine = np.asarray(source_affine, dtype=float) @ nib.orientations.inv_ornt_aff(ornt, array.shape[:3])
-    return np.ascontiguousarray(data), affine
-
-
-def canonical_to_source(array: np.ndarray, source_affine: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`source_to_canonical` for an array on the canonical grid."""
-    src_ornt = nib.orientations.io_orientation(source_affine)
-    ornt = nib.orientations.ornt_transform(_RAS_ORNT, src_ornt)
-    return np.ascontiguousarray(nib.orientations.apply_orientation(array, ornt))
-
-
-def sitk_to_ras_affine(image: Any) -> np.ndarray:
-    """RAS 4x4 affine of a SimpleITK image for the array transposed to (x, y, z)."""
-    direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
-    lps = np.eye(4)
-    lps[:3, :3] = direction * np.asarray(image.GetSpacing(), dtype=float)[None, :]
-    lps[:3, 3] = image.GetOrigin()
-    return _LPS_TO_RAS @ lps
-
-
-def ras_affine_to_sitk(affine: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]:
-    """(spacing, origin, direction) of SimpleITK (LPS) for a RAS affine."""
-    lps = _LPS_TO_RAS @ np.asarray(affine, dtype=float)
-    spacing = np.linalg.norm(lps[:3, :3], axis=0)
-    direction = lps[:3, :3] / spacing[None, :]
-    return tuple(map(float, spacing)), tuple(map(float, lps[:3, 3])), tuple(map(float, direction.ravel()))
-
-
 # ----------------------------------------------------------------------------- reading
 
 
 def volume_format(path: PathLike) -> str:
-    """'dicom' for a folder, 'nifti' for .nii/.nii.gz, else 'sitk'."""
+    """The reader a path needs.
+
+    Parameters
+    ----------
+    path : str or Path
+
+    Returns
+    -------
+    str
+        ``'dicom'`` for a folder, ``'nifti'`` for ``.nii``/``.nii.gz`` (any case), else ``'sitk'``.
+    """
     p = Path(path)
     if p.is_dir():
         return "dicom"
@@ -215,9 +179,26 @@ def _read_dicom_series(folder: Path, case: str | None, kind: str = "image") -> t
 def read_volume(path: PathLike, *, case: str | None = None, kind: str = "image") -> Volume:
     """Read a 3-D volume and reorient it to canonical RAS+.
 
-    ``kind`` is ``'image'`` (float32; constant volumes are rejected) or ``'mask'`` (an all-zero mask is
-    valid; unscaled integer label maps keep their integer dtype).
-    Raises :class:`VolumeError` naming ``case`` and ``path`` for every input problem.
+    Parameters
+    ----------
+    path : str or Path
+        NIfTI, NRRD, MetaImage or other SimpleITK file, or a DICOM series folder.
+    case : str, optional
+        Patient id, named in errors.
+    kind : {'image', 'mask'}, default='image'
+        ``'image'``: float32, constant volumes rejected; ``'mask'``: an all-zero mask is valid and
+        unscaled integer label maps keep their integer dtype.
+
+    Returns
+    -------
+    Volume
+
+    Raises
+    ------
+    VolumeError
+        Naming ``case`` and ``path`` for every input problem (missing, unreadable, 4-D, NaN/Inf, ...).
+    ValueError
+        For an unknown ``kind``.
     """
     if kind not in ("image", "mask"):
         raise ValueError(f"kind must be 'image' or 'mask', got {kind!r}")
@@ -246,7 +227,22 @@ def read_volume(path: PathLike, *, case: str | None = None, kind: str = "image")
 
 def check_volume(data: np.ndarray, affine: np.ndarray, *, case: str | None = None, path: PathLike | None = None,
                  kind: str = "image") -> None:
-    """Validate a 3-D array + affine; raise :class:`VolumeError` for empty/NaN/Inf/constant/degenerate input."""
+    """Validate a 3-D array and its affine.
+
+    Parameters
+    ----------
+    data : ndarray
+    affine : ndarray of shape (4, 4)
+    case, path : optional
+        Named in the error.
+    kind : {'image', 'mask'}, default='image'
+        Images must not be constant.
+
+    Raises
+    ------
+    VolumeError
+        For a non-3-D, empty, NaN/Inf, constant (image) or degenerate-affine input.
+    """
     if data.ndim != 3:
         raise VolumeError(f"expected a 3-D array, got shape {data.shape}", case=case, path=path)
     if data.size == 0 or min(data.shape) < 1:
@@ -274,6 +270,30 @@ def write_volume(array: np.ndarray, affine: np.ndarray, path: PathLike, dtype: A
 
     NIfTI for ``.nii``/``.nii.gz`` (qform/sform codes from ``nifti_codes``), otherwise SimpleITK
     decides the format from the suffix (``.nrrd``, ``.mha``, ...) with the geometry converted to LPS.
+    Detached-header formats (``.mhd``, ``.nhdr``) write their data file beside the header under its
+    final name (``P1.zraw``, ``P1.raw.gz``), header last.
+
+    Parameters
+    ----------
+    array : ndarray
+        3-D array (bool is stored as uint8).
+    affine : ndarray of shape (4, 4)
+        Voxel-to-world (RAS) affine.
+    path : str or Path
+        Destination; the format follows the suffix.
+    dtype : dtype, optional
+        Stored data type.
+    nifti_codes : tuple of int, default=(1, 1)
+        NIfTI qform and sform codes.
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    ValueError
+        For a non-3-D array.
     """
     p = Path(path)
     arr = np.asarray(array)
@@ -298,13 +318,52 @@ def write_volume(array: np.ndarray, affine: np.ndarray, path: PathLike, dtype: A
         image.SetSpacing(spacing)
         image.SetOrigin(origin)
         image.SetDirection(direction)
-        with atomic_path(p) as tmp:
-            sitk.WriteImage(image, str(tmp), True)
+        if p.name.lower().endswith(DETACHED_HEADER_SUFFIXES):
+            _write_detached(image, p)
+        else:
+            with atomic_path(p) as tmp:
+                sitk.WriteImage(image, str(tmp), True)
     return p
 
 
+def _write_detached(image: Any, path: Path) -> None:
+    """Write a header + data file pair (``.mhd``/``.nhdr``) under their final names, header last.
+
+    The header names its data file after itself, so both are written with the final name in a
+    temporary folder beside ``path`` and moved out (data first): never a header without its data.
+    """
+    import shutil
+    import tempfile
+
+    import SimpleITK as sitk
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        sitk.WriteImage(image, str(tmp_dir / path.name), True)
+        header = [f for f in tmp_dir.iterdir() if f.name.lower() == path.name.lower()]  # ITK may lower-case it
+        if len(header) != 1:
+            raise OSError(f"write_volume: SimpleITK did not write the header {path.name}")
+        for f in tmp_dir.iterdir():
+            if f != header[0]:
+                os.replace(f, path.parent / f.name)
+        os.replace(header[0], path)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
 def input_fingerprint(path: PathLike) -> dict[str, Any]:
-    """Path, SHA-256 (of the file, or of a DICOM folder's files in name order), size and mtime."""
+    """Fingerprint of an input file or DICOM folder, for the cache check.
+
+    Parameters
+    ----------
+    path : str or Path
+
+    Returns
+    -------
+    dict
+        ``path``, ``sha256`` (of the file, or of a folder's files in name order), ``size`` and ``mtime_ns``.
+    """
     p = Path(path)
     if p.is_dir():
         files = sorted(f for f in p.rglob("*") if f.is_file())
@@ -320,7 +379,18 @@ def input_fingerprint(path: PathLike) -> dict[str, Any]:
 
 
 def fingerprint_unchanged(path: PathLike, recorded: dict[str, Any]) -> bool:
-    """Cheap check (path, size, mtime) that a file still matches a recorded fingerprint."""
+    """Cheap check (path, size, mtime) that a file still matches a recorded fingerprint.
+
+    Parameters
+    ----------
+    path : str or Path
+    recorded : dict
+        From :func:`input_fingerprint`.
+
+    Returns
+    -------
+    bool
+    """
     p = Path(path)
     if str(p) != recorded.get("path") or not p.exists():
         return False

@@ -52,7 +52,12 @@ class SkullStripError(RuntimeError):
 
 
 def deepbet_available() -> bool:
-    """True when deepbet (and torch) can be imported."""
+    """Whether deepbet (and torch) can be imported.
+
+    Returns
+    -------
+    bool
+    """
     try:
         import deepbet.bet  # noqa: F401
     except Exception:
@@ -61,7 +66,28 @@ def deepbet_available() -> bool:
 
 
 def resolve_backend(backend: str, has_brain_mask: bool) -> str:
-    """Map ``'auto'`` to a concrete backend; validate the name."""
+    """Map ``'auto'`` to a concrete backend and validate the name.
+
+    Parameters
+    ----------
+    backend : str
+        One of :data:`BACKENDS`.
+    has_brain_mask : bool
+        Whether the case has a provided brain mask.
+
+    Returns
+    -------
+    str
+        ``backend`` itself, or for ``'auto'``: ``'mask'`` when a brain mask is given, else ``'deepbet'``
+        when it is importable.
+
+    Raises
+    ------
+    ValueError
+        For an unknown backend name.
+    SkullStripError
+        For ``'auto'`` with neither a brain mask nor deepbet.
+    """
     if backend not in BACKENDS:
         raise ValueError(f"unknown skull-strip backend {backend!r}; choose one of {BACKENDS}")
     if backend != "auto":
@@ -79,8 +105,34 @@ def brain_mask(image: np.ndarray, affine: np.ndarray, backend: str, *, brain_mas
                case: str | None = None, synthstrip_model: PathLike | None = None, threads: int | None = None) -> np.ndarray:
     """Brain mask (uint8, same grid as ``image``) from the chosen backend.
 
-    ``image`` must be canonical RAS+ (as from :func:`bmstudy.io.volumes.read_volume`). For ``'mask'`` the
-    caller checks alignment; here the provided mask is only read (``brain_mask_path``) and binarised (> 0).
+    Parameters
+    ----------
+    image : ndarray
+        Canonical RAS+ volume (as from :func:`bmstudy.io.read_volume`).
+    affine : ndarray of shape (4, 4)
+        Its affine.
+    backend : str
+        One of :data:`BACKENDS` (``'auto'`` resolved by :func:`resolve_backend`).
+    brain_mask_path : str or Path, optional
+        The provided mask for ``'mask'``; only read and binarised (> 0) here, the caller checks alignment.
+    case : str, optional
+        Patient id, named in errors.
+    synthstrip_model : str or Path, optional
+        SynthStrip model file (else ``$BMSTUDY_SYNTHSTRIP_MODEL``).
+    threads : int, optional
+        torch threads for deepbet.
+
+    Returns
+    -------
+    ndarray of uint8
+        ``image``'s shape; all ones for ``'none'``.
+
+    Raises
+    ------
+    SkullStripError
+        When the backend cannot run (no mask for ``'mask'``, tool or model missing).
+    VolumeError
+        For a provided mask of another shape, or an empty brain mask.
     """
     backend = resolve_backend(backend, brain_mask_path is not None)
     if backend == "none":
@@ -106,7 +158,26 @@ _DEEPBET_CACHE: dict[str, Any] = {}
 
 
 def deepbet_mask(image: np.ndarray, threshold: float = 0.5, threads: int | None = None) -> np.ndarray:
-    """deepbet brain mask for a canonical RAS+ volume (CPU; the model is loaded once per process)."""
+    """deepbet brain mask for a canonical RAS+ volume (CPU; the model is loaded once per process).
+
+    Parameters
+    ----------
+    image : ndarray
+        Canonical RAS+ volume.
+    threshold : float, default=0.5
+        Probability threshold.
+    threads : int, optional
+        torch threads.
+
+    Returns
+    -------
+    ndarray of uint8
+
+    Raises
+    ------
+    SkullStripError
+        When torch or deepbet cannot be imported (the message says how to install them).
+    """
     try:
         import torch
         from deepbet.bet import BrainExtraction
@@ -127,7 +198,24 @@ def deepbet_mask(image: np.ndarray, threshold: float = 0.5, threads: int | None 
 
 
 def synthstrip_command(model_path: PathLike | None = None) -> list[str]:
-    """The command prefix for SynthStrip, or :class:`SkullStripError` saying exactly what is missing."""
+    """The command prefix that runs SynthStrip.
+
+    ``mri_synthstrip`` (FreeSurfer) when on ``PATH``, else the nipreps port with ``--model``.
+
+    Parameters
+    ----------
+    model_path : str or Path, optional
+        The ``synthstrip.1.pt`` model for the nipreps port (else ``$BMSTUDY_SYNTHSTRIP_MODEL``).
+
+    Returns
+    -------
+    list of str
+
+    Raises
+    ------
+    SkullStripError
+        Saying exactly what is missing (command, model setting or model file).
+    """
     binary = shutil.which("mri_synthstrip")
     if binary:
         return [binary]
@@ -144,7 +232,28 @@ def synthstrip_command(model_path: PathLike | None = None) -> list[str]:
 
 def synthstrip_mask(image: np.ndarray, affine: np.ndarray, model_path: PathLike | None = None,
                     timeout_s: float = 3600.0) -> np.ndarray:
-    """SynthStrip brain mask (runs the external command on a temporary NIfTI)."""
+    """SynthStrip brain mask (runs the external command on a temporary NIfTI).
+
+    Parameters
+    ----------
+    image : ndarray
+        Canonical RAS+ volume.
+    affine : ndarray of shape (4, 4)
+        Its affine.
+    model_path : str or Path, optional
+        See :func:`synthstrip_command`.
+    timeout_s : float, default=3600.0
+        Limit for the external command.
+
+    Returns
+    -------
+    ndarray of uint8
+
+    Raises
+    ------
+    SkullStripError
+        When the command is missing, fails, or returns another shape.
+    """
     cmd = synthstrip_command(model_path)
     with tempfile.TemporaryDirectory(prefix="bmstudy_synthstrip_") as tmp:
         src, dst = Path(tmp) / "image.nii.gz", Path(tmp) / "mask.nii.gz"

@@ -3,34 +3,40 @@
 ``build_book(run_dir)`` stages a book source under ``book/_build/src``: the static pages of ``book/``
 (``_config.yml``, ``intro.md``, ``deviations.md``, the ``_toc.yml`` template), the run's executed
 notebooks as chapters (parameter cells tagged ``remove-cell``, widget outputs dropped), a generated
-pipeline diagram, a results summary page and the rendered ``provenance.json``; then it runs
+pipeline diagram (from :data:`bmstudy.study.stages.STAGES`), a results summary page and the provenance
+page (:mod:`.provenance_page`: ``provenance.json`` and the run's ``plan.json``); then it runs
 ``jupyter-book build`` with ``execute_notebooks: off``. The HTML lands in ``book/_build/html`` and is
 checked for remote (CDN) scripts and stylesheets so that it opens from ``file://`` without a network.
+The published pages show paths relative to the run folder or the repository, never this machine's
+absolute paths (:class:`~bmstudy.reporting.provenance_page.PathDisplay`).
 
 Notebooks put what belongs on the results page into ``<stage>/summary/`` with :func:`publish_table`
-and :func:`publish_figure`; the summary page shows those items in stage order.
+and :func:`publish_figure` (:mod:`.publish`); the summary page (:mod:`.results_page`) shows those items
+in stage order. Those names are re-exported here.
 """
 from __future__ import annotations
 
 import argparse
-import html
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
-import time
+import textwrap
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
-from ..utils import PathLike, atomic_write_json, atomic_write_text, get_logger
+from ..study.stages import STAGES
+from ..utils import PathLike, atomic_write_text, get_logger
+from .provenance_page import REPO_ROOT, PathDisplay
+from .publish import (SUMMARY_DIR, notebook_reporter, publish_figure, publish_table,  # noqa: F401 (re-exported)
+                      show_figure, show_table)
+from .provenance_page import provenance_page as _provenance_page
+from .results_page import RESULTS_FIRST, results_page, source_line, summary_items  # noqa: F401 (re-exported)
 
 log = get_logger("bmstudy.reporting.book")
 
-SUMMARY_DIR = "summary"
-#: Stage keys whose published items lead the results page (Table 2 first); the others follow in stage order.
-RESULTS_FIRST: tuple[str, ...] = ("metrics", "subgroups", "timing")
 STUDY_PART_CAPTION = "Study notebooks"
 #: Output MIME types dropped from chapters: they need JavaScript from a CDN (ipywidgets, plotly...).
 REMOTE_MIME_PREFIXES: tuple[str, ...] = ("application/vnd.jupyter.widget", "application/vnd.plotly",
@@ -38,112 +44,72 @@ REMOTE_MIME_PREFIXES: tuple[str, ...] = ("application/vnd.jupyter.widget", "appl
 HIDDEN_CELL_TAGS: frozenset[str] = frozenset({"parameters", "injected-parameters"})
 _STAGE_NB = re.compile(r"^\d\d_[A-Za-z0-9_]+\.ipynb$")
 
-#: One-line descriptions of the study stages, for the pipeline diagram.
-STAGE_DESCRIPTIONS: dict[str, str] = {
-    "01_cohort": "manifest or synthetic\ncohort; systematic\nsplit; Table 1",
-    "02_preprocessing": "alignment check,\nresample, skull strip,\nZ-score, QC",
-    "03_training": "3D U-Net\n(ResNet-34 encoder)\ntraining curves",
-    "04_inference": "sliding window\npredictions,\ntimings",
-    "05_metrics": "per-patient metrics,\nTable 2, Figure 3,\nlesion-wise detection",
-    "06_subgroups": "subgroups (Figure 4):\nMann-Whitney, DeLong,\npatient-level tests",
-    "07_timing": "model vs manual\ntime (Table 3)",
-}
-
-
-# ----------------------------------------------------------------------------- notebook side
-def _slug(name: str) -> str:
-    slug = re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_")
-    if not slug:
-        raise ValueError(f"summary item name {name!r} has no usable characters")
-    return slug
-
-
-def publish_table(df: Any, out_dir: PathLike, name: str, caption: str, *, html_text: str | None = None) -> Path:
-    """Save a table for the book's results page: ``out_dir/summary/<name>.csv`` (+ ``.html``, ``.json``).
-
-    ``html_text`` is the rendered table (e.g. ``bmstudy.reporting.tables.to_html``); by default the DataFrame's
-    own HTML. Returns the CSV path.
-    """
-    import pandas as pd
-
-    if not isinstance(df, pd.DataFrame):
-        raise TypeError(f"publish_table({name!r}): expected a DataFrame, got {type(df).__name__}")
-    folder = Path(out_dir) / SUMMARY_DIR
-    stem = _slug(name)
-    from ..utils import atomic_to_csv
-
-    csv = atomic_to_csv(df, folder / f"{stem}.csv")
-    atomic_write_text(folder / f"{stem}.html", html_text if html_text is not None else df.to_html(index=False))
-    atomic_write_json(folder / f"{stem}.json", {"kind": "table", "caption": caption, "order": time.time()})
-    return csv
-
-
-def publish_figure(fig: Any, out_dir: PathLike, name: str, caption: str, dpi: int = 110) -> Path:
-    """Save a matplotlib figure for the book's results page: ``out_dir/summary/<name>.png`` (+ ``.json``)."""
-    from ..utils import atomic_path
-
-    if not hasattr(fig, "savefig"):
-        raise TypeError(f"publish_figure({name!r}): expected a matplotlib Figure, got {type(fig).__name__}")
-    folder = Path(out_dir) / SUMMARY_DIR
-    stem = _slug(name)
-    png = folder / f"{stem}.png"
-    with atomic_path(png) as tmp:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
-    atomic_write_json(folder / f"{stem}.json", {"kind": "figure", "caption": caption, "order": time.time()})
-    return png
-
-
-def show_table(df: Any, caption: str, out_dir: PathLike, name: str | None = None, precision: int = 3) -> None:
-    """Display a publication-style table in a notebook; with ``name`` also publish it for the book."""
-    from IPython.display import HTML, display
-
-    from ..reporting.tables import to_html
-
-    text = to_html(df, caption, precision=precision)
-    display(HTML(text))
-    if name:
-        publish_table(df, out_dir, name, caption, html_text=text)
-
-
-def show_figure(fig: Any, caption: str, out_dir: PathLike, name: str | None = None) -> None:
-    """Display a matplotlib figure in a notebook, publish it with ``name``, then close it."""
-    import matplotlib.pyplot as plt
-    from IPython.display import display
-
-    display(fig)
-    if name:
-        publish_figure(fig, out_dir, name, caption)
-    plt.close(fig)
-
-
-def notebook_reporter(out_dir: PathLike) -> tuple[Any, Any]:
-    """``(show_table, show_figure)`` bound to a stage's output folder, for the study notebooks."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-
-    def table(df: Any, caption: str, name: str | None = None, precision: int = 3) -> None:
-        show_table(df, caption, out, name, precision)
-
-    def figure(fig: Any, caption: str, name: str | None = None) -> None:
-        show_figure(fig, caption, out, name)
-
-    return table, figure
+#: One-line descriptions of the study stages (:attr:`bmstudy.study.stages.Stage.description`).
+STAGE_DESCRIPTIONS: dict[str, str] = {s.name: s.description for s in STAGES}
+DIAGRAM_LINE_CHARS = 22  # the diagram wraps each description to lines of at most this many characters
 
 
 # ----------------------------------------------------------------------------- staging helpers
 def executed_notebooks(run_dir: PathLike) -> list[Path]:
-    """The run's executed stage notebooks (``NN_name.ipynb``), in stage order."""
+    """The run's executed stage notebooks (``NN_name.ipynb``), in stage order.
+
+    Parameters
+    ----------
+    run_dir : path-like
+        The run folder.
+
+    Returns
+    -------
+    list of Path
+        Failed (``.failed.ipynb``) and running notebooks are not included.
+
+    Raises
+    ------
+    FileNotFoundError
+        When the run folder does not exist.
+    """
     run = Path(run_dir)
     if not run.is_dir():
         raise FileNotFoundError(f"run folder {run} not found")
     return sorted(p for p in run.iterdir() if p.is_file() and _STAGE_NB.match(p.name))
 
 
-def prepare_chapter(src: PathLike, dest: PathLike) -> Path:
-    """Copy an executed notebook for the book: hide parameter cells, drop outputs needing remote JS."""
+def _scrub_paths(obj: Any, show: PathDisplay) -> Any:
+    """:meth:`PathDisplay.text` applied to every string of a notebook node (images left alone)."""
+    if isinstance(obj, str):
+        return show.text(obj)
+    if isinstance(obj, list):
+        return [_scrub_paths(v, show) for v in obj]
+    if isinstance(obj, dict):
+        for k in list(obj):
+            if not str(k).startswith("image/"):
+                obj[k] = _scrub_paths(obj[k], show)
+    return obj
+
+
+def prepare_chapter(src: PathLike, dest: PathLike, show: PathDisplay | None = None) -> Path:
+    """Copy an executed notebook for the book.
+
+    Parameter cells are hidden, outputs needing remote JavaScript dropped and, with ``show``, the run's
+    and the repository's absolute paths rewritten (sources, outputs and metadata).
+
+    Parameters
+    ----------
+    src, dest : path-like
+        The executed notebook; the chapter to write.
+    show : PathDisplay, optional
+        The run's path display rule.
+
+    Returns
+    -------
+    Path
+        ``dest``.
+    """
     import nbformat
 
     nb = nbformat.read(str(src), as_version=4)
+    if show is not None:
+        _scrub_paths(nb, show)  # in place
     for cell in nb.cells:
         tags = list(cell.get("metadata", {}).get("tags", []))
         if HIDDEN_CELL_TAGS.intersection(tags) and "remove-cell" not in tags:
@@ -166,28 +132,27 @@ def prepare_chapter(src: PathLike, dest: PathLike) -> Path:
     return dest
 
 
-def _notebook_title(path: Path) -> str:
-    import nbformat
-
-    nb = nbformat.read(str(path), as_version=4)
-    for cell in nb.cells:
-        if cell.cell_type == "markdown":
-            for line in cell.source.splitlines():
-                if line.startswith("# "):
-                    return line[2:].strip()
-    return path.stem
-
-
 def draw_pipeline_diagram(path: PathLike, stages: Sequence[Any] | None = None) -> Path:
-    """Draw the stage graph (boxes = notebooks, arrows = which outputs each reads) as a PNG."""
+    """Draw the stage graph (boxes = notebooks, arrows = which outputs each reads) as a PNG.
+
+    Parameters
+    ----------
+    path : path-like
+        The PNG to write.
+    stages : sequence of Stage, optional
+        Default :data:`bmstudy.study.stages.STAGES`; each box shows the stage's ``description``.
+
+    Returns
+    -------
+    Path
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
-    if stages is None:
-        from ..study.runner import STAGES as stages  # noqa: N811
+    stages = STAGES if stages is None else stages
     names = [s.name for s in stages]
     n = len(names)
     fig, ax = plt.subplots(figsize=(max(8.0, 2.1 * n), 3.6))
@@ -197,7 +162,8 @@ def draw_pipeline_diagram(path: PathLike, stages: Sequence[Any] | None = None) -
         x = xs[s.name]
         ax.add_patch(FancyBboxPatch((x, 0), w, h, boxstyle="round,pad=0.04", fc="#e8f0fb", ec="#2b5797", lw=1.4))
         ax.text(x + w / 2, h - 0.22, s.name, ha="center", va="center", fontsize=9.5, weight="bold")
-        ax.text(x + w / 2, h / 2 - 0.18, STAGE_DESCRIPTIONS.get(s.name, ""), ha="center", va="center", fontsize=7.6)
+        label = textwrap.fill(getattr(s, "description", "") or STAGE_DESCRIPTIONS.get(s.name, ""), DIAGRAM_LINE_CHARS)
+        ax.text(x + w / 2, h / 2 - 0.18, label, ha="center", va="center", fontsize=7.6)
     for s in stages:
         for d in s.depends:
             i, j = names.index(d), names.index(s.name)
@@ -225,154 +191,43 @@ def draw_pipeline_diagram(path: PathLike, stages: Sequence[Any] | None = None) -
     return path
 
 
-def _paper_table2_html() -> str:
-    """The paper's Table 2 as HTML (median (Q1, Q3)), for runs that published no comparison table."""
-    import pandas as pd
-
-    from ..reporting.tables import METRIC_LABELS, paper_table2
-
-    t = paper_table2()
-    t["value"] = [f"{m:.3f} ({a:.3f}, {b:.3f})" for m, a, b in t[["median", "q1", "q3"]].to_numpy()]
-    wide = t.pivot(index="metric", columns="split", values="value").reindex(t["metric"].unique())
-    wide.index = [METRIC_LABELS.get(m, m) for m in wide.index]
-    wide = wide.rename(columns={"test": "Testing set, paper (N = 91)", "external": "Validation set, paper (N = 172)"})
-    return pd.DataFrame(wide).to_html()
-
-
-def summary_items(run_dir: PathLike) -> list[dict[str, Any]]:
-    """Tables and figures published under ``<stage>/summary/``: :data:`RESULTS_FIRST` stages first, then
-    the others in stage order; within a stage in publication order."""
-    run = Path(run_dir)
-    items: list[dict[str, Any]] = []
-    for stage_dir in sorted(p for p in run.iterdir() if p.is_dir() and re.match(r"^\d\d_", p.name)):
-        folder = stage_dir / SUMMARY_DIR
-        if not folder.is_dir():
-            continue
-        for meta_path in sorted(folder.glob("*.json")):
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-            stem = meta_path.stem
-            kind = meta.get("kind")
-            path = folder / (f"{stem}.png" if kind == "figure" else f"{stem}.html")
-            if kind not in ("table", "figure") or not path.is_file():
-                log.warning("summary item %s: missing %s; skipped", meta_path, path.name)
-                continue
-            items.append({"stage": stage_dir.name, "name": stem, "kind": kind, "order": float(meta.get("order", 0)),
-                          "caption": str(meta.get("caption", stem)), "path": path})
-    def rank(stage: str) -> tuple[int, str]:
-        key = stage.partition("_")[2]
-        return (RESULTS_FIRST.index(key), stage) if key in RESULTS_FIRST else (len(RESULTS_FIRST), stage)
-
-    return sorted(items, key=lambda it: (rank(it["stage"]), it["order"], it["name"]))
-
-
-def source_line(item: Mapping[str, Any], provenance: Mapping[str, Any]) -> str:
-    """Provenance of one published table/figure (HTML): its file, stage execution and code version."""
-    from html import escape
-
-    def code(text: Any) -> str:
-        return f"<code>{escape(str(text))}</code>"
-
-    stage = item["stage"]
-    entry = (provenance.get("stages") or {}).get(stage, {})
-    git = entry.get("git") or provenance.get("git") or {}  # the commit the stage executed with
-    data = f"{stage}/{SUMMARY_DIR}/{item['path'].stem}{'.csv' if item['kind'] == 'table' else '.png'}"
-    parts = [f"file {code(data)}", f"notebook {code(stage + '.ipynb')}"]
-    if entry.get("finished"):
-        parts.append(f"executed {escape(str(entry['finished']))}")
-    if entry.get("fingerprint"):
-        parts.append(f"inputs fingerprint {code(str(entry['fingerprint'])[:12])}")
-    if git.get("commit"):
-        parts.append(f"commit {code(str(git['commit'])[:10])}" + _dirty_suffix(git))
-    return "<p class=\"bm-source\"><small>Source: " + ", ".join(parts) + ".</small></p>"
-
-
-def results_page(run_dir: PathLike, src_dir: PathLike) -> str:
-    """Markdown of the results summary page; copies the published figures under ``src_dir/summary``."""
-    run, src = Path(run_dir), Path(src_dir)
-    lines = ["# Results summary", "",
-             f"Run `{run.name}`. Each table and figure below comes from the chapter named in its caption; "
-             "the paper's published numbers are shown beside ours where the paper reports them.", ""]
-    items = summary_items(run)
-    prov: dict[str, Any] = {}
-    if (run / "provenance.json").is_file():
-        try:
-            prov = json.loads((run / "provenance.json").read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            log.warning("unreadable %s: results page without provenance lines", run / "provenance.json")
-    if not any(it["stage"].endswith("metrics") and "table2" in it["name"] for it in items):
-        lines += ["## The paper's Table 2", "",
-                  "This run published no Table 2 comparison (the metrics stage did not run or failed); "
-                  "the paper's numbers, median (Q1, Q3):", "", "<div class=\"bm-table\">",
-                  _paper_table2_html(), "</div>", ""]
-    current = None
-    for it in items:
-        if it["stage"] != current:
-            current = it["stage"]
-            chapter = run / f"{current}.ipynb"
-            title = _notebook_title(chapter) if chapter.is_file() else current
-            ref = (f"{{doc}}`chapters/{current}`" if chapter.is_file() else f"`{current}` (no executed notebook)")
-            lines += [f"## {title}", "", f"From chapter {ref}.", ""]
-        if it["kind"] == "table":
-            body = it["path"].read_text(encoding="utf-8").strip()
-            if "<caption" not in body:  # the rendered table carries no caption of its own
-                lines += [f"**{it['caption']}**", ""]
-            lines += ["<div class=\"bm-table\">", "", body, "", "</div>", ""]
-        else:
-            rel = Path(SUMMARY_DIR) / it["stage"] / it["path"].name
-            (src / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(it["path"], src / rel)
-            lines += ["```{figure} " + rel.as_posix(), f":alt: {it['caption']}", ":width: 720px", "",
-                      it["caption"], "```", ""]
-        lines += [source_line(it, prov), ""]
-    if not items:
-        lines += ["*No stage of this run published summary tables or figures.*", ""]
-    return "\n".join(lines)
+def _read_provenance(run: Path) -> dict[str, Any]:
+    """``run/provenance.json``, or ``{}`` when absent or unreadable."""
+    try:
+        return json.loads((run / "provenance.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
 
 
 def provenance_page(run_dir: PathLike) -> str:
-    """Markdown rendering of ``run_dir/provenance.json``."""
-    path = Path(run_dir) / "provenance.json"
-    lines = ["# Provenance", ""]
-    if not path.is_file():
-        return "\n".join(lines + [f"*No provenance.json in `{run_dir}`.*", ""])
-    prov = json.loads(path.read_text(encoding="utf-8"))
-    git = prov.get("git") or {}
-    man = prov.get("manifest") or {}
-    rows = [("Run", prov.get("run")), ("Profile", prov.get("profile")),
-            ("Git commit (last invocation)", f"{git.get('commit')}" + _dirty_suffix(git)),
-            ("Python", prov.get("python")), ("Platform", prov.get("platform")),
-            ("Data manifest", man.get("path") or man.get("source")), ("Manifest SHA-256", man.get("sha256")),
-            ("User parameters", json.dumps(prov.get("user_parameters") or {})),
-            ("Last updated", prov.get("updated"))]
-    lines += [_kv_table(rows), "", "## Stages", "",
-              "<table class=\"bm-prov\"><thead><tr><th>stage</th><th>status</th><th>last action</th>"
-              "<th>started (UTC)</th><th>finished (UTC)</th><th>seconds</th><th>fingerprint</th><th>commit</th></tr></thead><tbody>"]
-    for name, st in (prov.get("stages") or {}).items():
-        sgit = st.get("git") or {}
-        cells = [name, st.get("status"), st.get("last_action"), st.get("started"), st.get("finished"),
-                 st.get("seconds"), str(st.get("fingerprint", ""))[:12],
-                 str(sgit.get("commit") or "")[:10] + _dirty_suffix(sgit)]
-        lines.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
-    lines += ["</tbody></table>", "", "## Parameters per stage", ""]
-    for name, st in (prov.get("stages") or {}).items():
-        lines += [f"**{name}**", "", "```json", json.dumps(st.get("parameters", {}), indent=2, sort_keys=True),
-                  "```", ""]
-    lines += ["## Package versions", "", _kv_table(sorted((prov.get("packages") or {}).items())), ""]
-    return "\n".join(lines)
+    """Markdown of the provenance page of ``run_dir`` (``provenance.json`` and ``plan.json``).
 
+    Parameters
+    ----------
+    run_dir : path-like
+        The run folder.
 
-def _dirty_suffix(git: Mapping[str, Any]) -> str:
-    """' (uncommitted changes)' when a provenance ``git`` record says the tree was dirty."""
-    return " (uncommitted changes)" if git.get("dirty") else ""
-
-
-def _kv_table(rows: Sequence[tuple[Any, Any]]) -> str:
-    body = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
-    return f"<table class=\"bm-kv\"><tbody>{body}</tbody></table>"
+    Returns
+    -------
+    str
+        See :func:`bmstudy.reporting.provenance_page.provenance_page`.
+    """
+    return _provenance_page(run_dir, STAGES, REPO_ROOT)
 
 
 def remote_assets(html_dir: PathLike) -> list[tuple[Path, str]]:
-    """``(file, url)`` of every ``<script src>`` / ``<link href>`` in the HTML that points off-site."""
+    """Every ``<script src>`` / ``<link href>`` of the HTML that points off-site.
+
+    Parameters
+    ----------
+    html_dir : path-like
+        The built HTML.
+
+    Returns
+    -------
+    list of (Path, str)
+        ``(page, url)`` pairs; empty for a book that works offline.
+    """
     pat = re.compile(r"<(?:script|link)\b[^>]*?(?:src|href)\s*=\s*[\"']((?:https?:)?//[^\"']+)[\"']", re.I)
     hits: list[tuple[Path, str]] = []
     for page in Path(html_dir).rglob("*.html"):
@@ -388,7 +243,18 @@ _THEBE_TAGS = re.compile(
 
 
 def strip_thebe(html_dir: PathLike) -> int:
-    """Remove sphinx-thebe's loader (it names a CDN URL; live code is off in this book). Returns pages changed."""
+    """Remove sphinx-thebe's loader (it names a CDN URL; live code is off in this book).
+
+    Parameters
+    ----------
+    html_dir : path-like
+        The built HTML.
+
+    Returns
+    -------
+    int
+        Pages changed.
+    """
     changed = 0
     for page in Path(html_dir).rglob("*.html"):
         text = page.read_text(encoding="utf-8")
@@ -427,54 +293,45 @@ def _jupyter_book_cmd() -> list[str]:
 # ----------------------------------------------------------------------------- main entry
 def build_book(run_dir: PathLike, book_dir: PathLike = "book", *, quiet: bool = True,
                check_offline: bool = True, timeout: float = 900) -> Path:
-    """Build the HTML report of ``run_dir`` into ``book_dir/_build/html``; return ``index.html``.
+    """Build the HTML report of ``run_dir`` into ``book_dir/_build/html``.
 
-    Raises ``FileNotFoundError`` if the run or the static book sources are missing, ``RuntimeError``
-    if ``jupyter-book`` fails (its output tail in the message) or the HTML references remote assets.
+    Parameters
+    ----------
+    run_dir : path-like
+        The run folder (executed notebooks, ``provenance.json``, ``plan.json``).
+    book_dir : path-like
+        The static book sources (``_config.yml``, ``_toc.yml``, ``intro.md``, ...).
+    quiet : bool
+        Pass ``-q`` to ``jupyter-book``.
+    check_offline : bool
+        Fail when a page loads a remote script or stylesheet.
+    timeout : float
+        Seconds allowed for ``jupyter-book build``.
+
+    Returns
+    -------
+    Path
+        ``index.html``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the run or the static book sources are missing.
+    RuntimeError
+        If ``jupyter-book`` fails (its output tail in the message) or the HTML references remote assets.
     """
     run = Path(run_dir).resolve()
     book = Path(book_dir).resolve()
     for required in ("_config.yml", "_toc.yml", "intro.md"):
         if not (book / required).is_file():
             raise FileNotFoundError(f"book source {book / required} not found")
-    notebooks = executed_notebooks(run)
     build = book / "_build"
-    src = build / "src"
-    if src.exists():
-        shutil.rmtree(src)
-    src.mkdir(parents=True)
-    for item in book.iterdir():
-        if item.name.startswith((".", "_build")) or item.name == "_toc.yml":
-            continue
-        if item.is_dir():
-            shutil.copytree(item, src / item.name)
-        else:
-            shutil.copy2(item, src / item.name)
-    chapters = []
-    for nb in notebooks:
-        prepare_chapter(nb, src / "chapters" / nb.name)
-        chapters.append(f"chapters/{nb.stem}")
-    _write_toc(book / "_toc.yml", src / "_toc.yml", chapters)
-    draw_pipeline_diagram(src / "pipeline.png")
-    atomic_write_text(src / "results.md", results_page(run, src))
-    atomic_write_text(src / "provenance.md", provenance_page(run))
-    if not (src / "deviations.md").is_file():
-        atomic_write_text(src / "deviations.md", "# Deviations from the paper\n\n*Not written.*\n")
-
+    src = _stage_sources(run, book, build / "src")
     html_dir = build / "html"
     if html_dir.exists():
         shutil.rmtree(html_dir)  # a stale page of an earlier run must not survive
-    cmd = _jupyter_book_cmd() + ["build", str(src), "--path-output", str(book), "--all"]
-    if quiet:
-        cmd.append("-q")
-    log.info("building the book: %s", " ".join(cmd))
-    env = {**os.environ, "PYTHONUTF8": "1"}  # Sphinx and its extensions read/print UTF-8 whatever the locale
-    proc = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=timeout,
-                          env=env)
+    _run_jupyter_book(src, book, quiet=quiet, timeout=timeout)
     index = html_dir / "index.html"
-    if proc.returncode != 0 or not index.is_file():
-        tail = (proc.stdout + proc.stderr)[-4000:]
-        raise RuntimeError(f"jupyter-book build of {src} failed (exit {proc.returncode}):\n{tail}")
     strip_thebe(html_dir)
     if check_offline:
         remote = remote_assets(html_dir)
@@ -485,14 +342,74 @@ def build_book(run_dir: PathLike, book_dir: PathLike = "book", *, quiet: bool = 
     return index
 
 
+def _stage_sources(run: Path, book: Path, src: Path) -> Path:
+    """Write the book source of ``run`` into ``src``: static pages, chapters, diagram, results, provenance."""
+    notebooks = executed_notebooks(run)
+    if src.exists():
+        shutil.rmtree(src)
+    src.mkdir(parents=True)
+    for item in book.iterdir():
+        if item.name.startswith((".", "_build")) or item.name == "_toc.yml":
+            continue
+        if item.is_dir():
+            shutil.copytree(item, src / item.name)
+        else:
+            shutil.copy2(item, src / item.name)
+    show = PathDisplay.for_run(run, _read_provenance(run))
+    chapters = []
+    for nb in notebooks:
+        prepare_chapter(nb, src / "chapters" / nb.name, show)
+        chapters.append(f"chapters/{nb.stem}")
+    _write_toc(book / "_toc.yml", src / "_toc.yml", chapters)
+    draw_pipeline_diagram(src / "pipeline.png")
+    atomic_write_text(src / "results.md", results_page(run, src))
+    atomic_write_text(src / "provenance.md", provenance_page(run))
+    if not (src / "deviations.md").is_file():
+        atomic_write_text(src / "deviations.md", "# Deviations from the paper\n\n*Not written.*\n")
+    return src
+
+
+def _run_jupyter_book(src: Path, book: Path, *, quiet: bool, timeout: float) -> None:
+    """``jupyter-book build`` of ``src`` into ``book/_build/html``; ``RuntimeError`` with its output on failure."""
+    cmd = _jupyter_book_cmd() + ["build", str(src), "--path-output", str(book), "--all"]
+    if quiet:
+        cmd.append("-q")
+    log.info("building the book: %s", " ".join(cmd))
+    env = {**os.environ, "PYTHONUTF8": "1"}  # Sphinx and its extensions read/print UTF-8 whatever the locale
+    proc = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=timeout,
+                          env=env)
+    if proc.returncode != 0 or not (book / "_build" / "html" / "index.html").is_file():
+        tail = (proc.stdout + proc.stderr)[-4000:]
+        raise RuntimeError(f"jupyter-book build of {src} failed (exit {proc.returncode}):\n{tail}")
+
+
 # ----------------------------------------------------------------------------- CLI: bmstudy book
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``bmstudy book``.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The sub-command's parser.
+    """
     parser.add_argument("run_dir", nargs="?", default="runs/default", help="run folder (default: runs/default)")
     parser.add_argument("--book-dir", default="book", help="book sources; HTML goes to BOOK_DIR/_build/html")
     parser.add_argument("--verbose", action="store_true", help="show jupyter-book's output")
 
 
 def cli_main(args: argparse.Namespace) -> int:
+    """Build the book of ``args.run_dir`` and print where it is.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed :func:`add_cli_arguments`.
+
+    Returns
+    -------
+    int
+        0.
+    """
     index = build_book(args.run_dir, book_dir=args.book_dir, quiet=not args.verbose)
     print(f"HTML report: {index}")
     return 0

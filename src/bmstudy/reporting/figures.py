@@ -5,10 +5,15 @@ canvas) so they work headless, in papermill and in Jupyter, where a returned Fig
 Every function returns the Figure; with ``out=`` it is also saved atomically as PNG and SVG
 (:func:`save_figure`).
 
-* :func:`figure3_overlays` - annotation vs prediction overlays on the slice through the largest lesion
+* :func:`select_overlay_cases` / :func:`load_overlay_cases` / :func:`figure3_overlays` - annotation vs
+  prediction overlays on the slice through the largest lesion, for cases spanning the range of Dice
 * :func:`figure4_subgroups` - medians (IQR error bars) of the eight metrics by subgroup, both sets
 * :func:`timing_figure` - model vs manual delineation time
 * :func:`lesion_size_figure` - lesion-wise detection sensitivity by lesion size
+* :func:`training_curves` - loss and metrics per epoch of ``training_log.csv``
+* :func:`inference_phases_figure` - where the inference time per case goes
+
+Figure 3 lives in :mod:`.overlays` (re-exported here).
 """
 from __future__ import annotations
 
@@ -19,158 +24,23 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ..evaluation.evaluate import METRICS
-from ..reporting.tables import BY_LABELS, GROUP_LEVELS, METRIC_LABELS, SET_LABELS
-from ..utils import PathLike, atomic_path
+from ..evaluation import METRICS
+from ..utils import PathLike
+from .common import finish_figure, ok_rows, save_figure
+from .overlays import figure3_overlays, largest_lesion_slice, load_overlay_cases, select_overlay_cases
+from .render import BY_LABELS, GROUP_LEVELS, METRIC_LABELS, SET_LABELS
+from .stage_tables import INFERENCE_PHASES
 
 __all__ = [
-    "save_figure", "largest_lesion_slice", "load_overlay_cases", "figure3_overlays", "figure4_subgroups",
-    "timing_figure", "lesion_size_figure", "SIZE_BINS",
+    "save_figure", "largest_lesion_slice", "select_overlay_cases", "load_overlay_cases", "figure3_overlays",
+    "figure4_subgroups", "timing_figure", "lesion_size_figure", "training_curves", "inference_phases_figure",
+    "SIZE_BINS",
 ]
 
 SIZE_BINS: tuple[str, ...] = ("<3 mm", "3-10 mm", ">10 mm")
 
 
-def save_figure(fig: Figure, out: PathLike, formats: Sequence[str] = ("png", "svg"), dpi: int = 150) -> list[Path]:
-    """Save ``fig`` as ``out`` with each suffix in ``formats`` (``out``'s own suffix is dropped), atomically."""
-    out = Path(out)
-    stem = out.with_suffix("") if out.suffix.lower().lstrip(".") in {"png", "svg", "pdf"} else out
-    paths = []
-    for fmt in formats:
-        path = stem.with_name(f"{stem.name}.{fmt}")
-        with atomic_path(path, suffix=f".{fmt}") as tmp:
-            fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight", facecolor="white")
-        paths.append(path)
-    return paths
-
-
-def _finish(fig: Figure, out: PathLike | None, **save_kwargs: Any) -> Figure:
-    if out is not None:
-        save_figure(fig, out, **save_kwargs)
-    return fig
-
-
-# --------------------------------------------------------------------------- Figure 3
-def largest_lesion_slice(truth: np.ndarray, pred: np.ndarray | None = None, axis: int = 2) -> int:
-    """Index along ``axis`` of the slice with the largest cross-section of the largest lesion.
-
-    The largest 26-connected component of ``truth`` is used (of ``pred`` if ``truth`` is empty; the
-    middle slice if both are empty).
-    """
-    from scipy import ndimage
-
-    truth = np.asarray(truth)
-    if truth.ndim != 3:
-        raise ValueError(f"expected a 3-D mask, got shape {truth.shape}")
-    if not -3 <= axis < 3:
-        raise ValueError(f"axis must be 0, 1 or 2, got {axis}")
-    for vol in (truth, pred):
-        if vol is None:
-            continue
-        mask = np.asarray(vol) > 0
-        if not mask.any():
-            continue
-        labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
-        sizes = np.bincount(labels.ravel())[1:]
-        comp = labels == (int(np.argmax(sizes)) + 1)
-        other = tuple(a for a in range(3) if a != axis % 3)
-        return int(np.argmax(comp.sum(axis=other)))
-    return truth.shape[axis] // 2
-
-
-def load_overlay_cases(
-    manifest_df: pd.DataFrame, predictions_dir: PathLike, patient_ids: Sequence[str], threshold: float = 0.5,
-) -> list[dict[str, Any]]:
-    """Read image, reference mask and prediction (``<pid>.nii.gz``, else the thresholded probability
-    map) of the given patients into dicts for :func:`figure3_overlays`."""
-    import nibabel as nib
-
-    from ..evaluation.evaluate import prediction_paths
-
-    by_id = manifest_df.set_index(manifest_df["patient_id"].astype(str))
-    cases = []
-    for pid in map(str, patient_ids):
-        if pid not in by_id.index:
-            raise KeyError(f"patient {pid!r} not in the manifest")
-        row = by_id.loc[pid]
-        prob_path, mask_path = prediction_paths(predictions_dir, pid)
-        if mask_path.is_file():
-            pred = np.asanyarray(nib.load(str(mask_path)).dataobj) > 0
-        elif prob_path.is_file():
-            pred = np.asanyarray(nib.load(str(prob_path)).dataobj) >= threshold
-        else:
-            raise FileNotFoundError(f"case {pid!r}: no prediction found: neither {mask_path} nor {prob_path} exists")
-        image = np.asanyarray(nib.load(str(row["image"])).dataobj).astype(np.float32)
-        truth = np.asanyarray(nib.load(str(row["mask"])).dataobj) > 0
-        if not image.shape == truth.shape == pred.shape:
-            raise ValueError(f"case {pid!r}: image {image.shape}, mask {truth.shape} and prediction "
-                             f"{pred.shape} shapes differ ({row['image']}, {row['mask']}, {predictions_dir})")
-        cases.append({"patient_id": pid, "image": image, "truth": truth, "pred": pred})
-    return cases
-
-
-def _window(img: np.ndarray) -> tuple[float, float]:
-    vals = img[np.isfinite(img)]
-    fg = vals[vals != vals.min()] if vals.size and (vals != vals.min()).any() else vals
-    if fg.size == 0:
-        return 0.0, 1.0
-    lo, hi = np.percentile(fg, [1, 99.5])
-    return float(lo), float(hi if hi > lo else lo + 1.0)
-
-
-def figure3_overlays(
-    cases: Sequence[Mapping[str, Any]],
-    out: PathLike | None = None,
-    *,
-    axis: int = 2,
-    alpha: float = 0.5,
-    color: str = "red",
-    titles: tuple[str, str] = ("Annotation Mask", "Prediction Mask"),
-    panel_size: float = 2.8,
-    **save_kwargs: Any,
-) -> Figure:
-    """Paper Figure 3: per case (row) the image slice through the largest reference lesion with the
-    annotation mask (left) and the prediction mask (right) overlaid.
-
-    ``cases``: mappings with ``image``, ``truth``, ``pred`` (3-D arrays of one shape, (x, y, z) RAS)
-    and optional ``patient_id`` / ``label`` (row title). Rows are lettered A, B, C, ...
-    """
-    from matplotlib.colors import ListedColormap
-
-    if not cases:
-        raise ValueError("figure3_overlays needs at least one case")
-    n = len(cases)
-    fig = Figure(figsize=(2 * panel_size, n * panel_size), layout="constrained")
-    axes = fig.subplots(n, 2, squeeze=False)
-    cmap = ListedColormap([color])
-    for i, case in enumerate(cases):
-        image, truth, pred = (np.asarray(case[k]) for k in ("image", "truth", "pred"))
-        name = case.get("label", case.get("patient_id", f"case {i + 1}"))
-        if image.ndim != 3 or image.shape != truth.shape or image.shape != pred.shape:
-            raise ValueError(f"{name}: image {image.shape}, truth {truth.shape} and pred {pred.shape} "
-                             "must be 3-D arrays of one shape")
-        k = int(case.get("slice", largest_lesion_slice(truth, pred, axis)))
-        sl = [np.take(v, k, axis=axis).T for v in (image, truth, pred)]
-        lo, hi = _window(sl[0])
-        for j, (mask, title) in enumerate(zip(sl[1:], titles)):
-            ax = axes[i, j]
-            ax.imshow(sl[0], cmap="gray", vmin=lo, vmax=hi, origin="lower", interpolation="nearest")
-            ax.imshow(np.ma.masked_where(mask == 0, mask), cmap=cmap, alpha=alpha, origin="lower",
-                      interpolation="nearest", vmin=0, vmax=1)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if i == 0:
-                ax.set_title(title)
-            if j == 0:
-                ax.set_ylabel(f"{chr(65 + i) if i < 26 else i + 1}  {name}\nslice {k}", fontsize=8)
-    return _finish(fig, out, **save_kwargs)
-
-
 # --------------------------------------------------------------------------- Figure 4
-def _ok(df: pd.DataFrame) -> pd.DataFrame:
-    return df[df["status"].astype(str) == "ok"] if "status" in df.columns else df
-
-
 def figure4_subgroups(
     df: pd.DataFrame,
     out: PathLike | None = None,
@@ -181,10 +51,33 @@ def figure4_subgroups(
     **save_kwargs: Any,
 ) -> Figure:
     """Paper Figure 4: one panel per subgroup variable ((A) cancer type, (B) gender, (C) age); bars
-    are the median of each metric per set x subgroup, error bars the IQR (Q1-Q3)."""
+    are the median of each metric per set x subgroup, error bars the IQR (Q1-Q3).
+
+    Parameters
+    ----------
+    df : DataFrame
+        Per-patient frame (rows not ``ok`` are left out).
+    out : path, optional
+        Also save as PNG and SVG (:func:`save_figure`).
+    metrics : sequence of str
+        Metrics (bar groups).
+    bys : sequence of str, default ('cancer_type', 'sex', 'age_group')
+        Subgroup variables (panels).
+    splits : sequence of str, default ('test', 'external')
+        Sets (absent ones are skipped).
+
+    Returns
+    -------
+    Figure
+
+    Raises
+    ------
+    ValueError
+        Missing columns, an unknown variable, or none of ``splits`` present.
+    """
     import seaborn as sns
 
-    df = _ok(df)
+    df = ok_rows(df)
     missing = [c for c in ("split", *bys, *metrics) if c not in df.columns]
     if missing:
         raise ValueError(f"figure4_subgroups: missing column(s) {missing}")
@@ -221,16 +114,35 @@ def figure4_subgroups(
         ax.legend(fontsize=8.5, loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=2, frameon=False,
                   borderaxespad=0.2, columnspacing=1.0, handlelength=1.2)  # above the panel: bars keep the width
         ax.grid(axis="y", alpha=0.3)
-    return _finish(fig, out, **save_kwargs)
+    return finish_figure(fig, out, **save_kwargs)
 
 
 # --------------------------------------------------------------------------- extras
 def timing_figure(df: pd.DataFrame, out: PathLike | None = None, *,
                   splits: Sequence[str] = ("test", "external"), **save_kwargs: Any) -> Figure:
-    """Boxplots of model vs manual delineation time (seconds) per set (paper Table 3 as a figure)."""
+    """Boxplots of model vs manual delineation time (seconds) per set (paper Table 3 as a figure).
+
+    Parameters
+    ----------
+    df : DataFrame
+        Per-patient frame with ``split, model_seconds, manual_seconds`` (rows not ``ok`` are left out).
+    out : path, optional
+        Also save as PNG and SVG (:func:`save_figure`).
+    splits : sequence of str, default ('test', 'external')
+        Sets shown.
+
+    Returns
+    -------
+    Figure
+
+    Raises
+    ------
+    ValueError
+        Missing columns or no timings.
+    """
     import seaborn as sns
 
-    df = _ok(df)
+    df = ok_rows(df)
     missing = [c for c in ("split", "model_seconds", "manual_seconds") if c not in df.columns]
     if missing:
         raise ValueError(f"timing_figure: missing column(s) {missing}")
@@ -260,13 +172,32 @@ def timing_figure(df: pd.DataFrame, out: PathLike | None = None, *,
     ax.set_xlabel("")
     ax.set_ylabel("time per case (s)")
     ax.set_title("Model-based vs manual delineation time")
-    return _finish(fig, out, **save_kwargs)
+    return finish_figure(fig, out, **save_kwargs)
 
 
 def lesion_size_figure(lesions_df: pd.DataFrame, out: PathLike | None = None, *,
                        splits: Sequence[str] = ("test", "external"), **save_kwargs: Any) -> Figure:
-    """Lesion-wise detection sensitivity (detected / reference lesions) by lesion diameter bin per set,
-    from the ``lesions.csv`` rows (``origin == 'truth'``); bars are annotated with detected/total."""
+    """Lesion-wise detection sensitivity (detected / reference lesions) by lesion diameter bin per set;
+    bars are annotated with detected/total.
+
+    Parameters
+    ----------
+    lesions_df : DataFrame
+        ``lesions.csv`` rows with ``split, origin, size_bin, matched`` (``origin == 'truth'`` rows count).
+    out : path, optional
+        Also save as PNG and SVG (:func:`save_figure`).
+    splits : sequence of str, default ('test', 'external')
+        Sets shown.
+
+    Returns
+    -------
+    Figure
+
+    Raises
+    ------
+    ValueError
+        Missing columns or no reference lesion.
+    """
     import seaborn as sns
 
     missing = [c for c in ("split", "origin", "size_bin", "matched") if c not in lesions_df.columns]
@@ -299,4 +230,82 @@ def lesion_size_figure(lesions_df: pd.DataFrame, out: PathLike | None = None, *,
     ax.set_ylabel("lesion-wise sensitivity")
     ax.legend(fontsize=8)
     ax.set_title("Detection by lesion size")
-    return _finish(fig, out, **save_kwargs)
+    return finish_figure(fig, out, **save_kwargs)
+
+
+# --------------------------------------------------------------------------- stage figures
+_LOG_NON_METRICS = ("epoch", "lr", "learning_rate", "seconds", "time")
+
+
+def training_curves(log: pd.DataFrame, out: PathLike | None = None, *, dice_weight: float = 0.5,
+                    bce_weight: float = 0.5, **save_kwargs: Any) -> Figure:
+    """Loss (left) and the other logged metrics (right) per epoch of ``training_log.csv``.
+
+    Parameters
+    ----------
+    log : DataFrame
+        The Keras CSV log: ``epoch`` (0-based, plotted 1-based) and one column per logged value;
+        columns with ``loss`` in the name go left, ``lr`` / ``seconds`` / ``time`` are not plotted.
+    out : path, optional
+        Also save as PNG and SVG (:func:`save_figure`).
+    dice_weight, bce_weight : float, default 0.5
+        Loss weights of the run, shown in the left title.
+
+    Returns
+    -------
+    Figure
+
+    Raises
+    ------
+    ValueError
+        Without an ``epoch`` column.
+    """
+    if "epoch" not in log.columns:
+        raise ValueError(f"training_curves: the log has no 'epoch' column (columns: {list(log.columns)})")
+    metric_cols = [c for c in log.columns if c not in _LOG_NON_METRICS]
+    loss_cols = [c for c in metric_cols if "loss" in c]
+    other_cols = [c for c in metric_cols if c not in loss_cols]
+    fig = Figure(figsize=(11, 3.6), layout="constrained")
+    axes = fig.subplots(1, 2)
+    for ax, cols in zip(axes, (loss_cols, other_cols)):
+        for c in cols:
+            ax.plot(log["epoch"] + 1, log[c], marker="o", ms=3, label=c)
+    axes[0].set(xlabel="epoch", ylabel="loss", title=f"loss ({dice_weight:g} Dice + {bce_weight:g} BCE)")
+    axes[1].set(xlabel="epoch", title="other logged metrics")
+    for ax in axes:
+        if ax.lines:
+            ax.legend(fontsize=8)
+    return finish_figure(fig, out, **save_kwargs)
+
+
+def inference_phases_figure(timings: pd.DataFrame, out: PathLike | None = None, **save_kwargs: Any) -> Figure:
+    """Stacked bars of the median seconds per case of each inference phase, one bar per split.
+
+    Parameters
+    ----------
+    timings : DataFrame
+        ``timings.csv`` rows with ``split`` (rows not ``ok`` are left out).
+    out : path, optional
+        Also save as PNG and SVG (:func:`save_figure`).
+
+    Returns
+    -------
+    Figure
+
+    Raises
+    ------
+    ValueError
+        Missing columns or no ``ok`` rows.
+    """
+    phases = [p for p in INFERENCE_PHASES if p != "total_s"]
+    ok = ok_rows(timings)
+    missing = [c for c in ("split", *phases) if c not in ok.columns]
+    if missing:
+        raise ValueError(f"inference_phases_figure: missing column(s) {missing}")
+    if ok.empty:
+        raise ValueError("inference_phases_figure: no predicted cases")
+    fig = Figure(figsize=(7, 3.4), layout="constrained")
+    ax = fig.subplots()
+    ok.groupby("split")[phases].median().plot.barh(stacked=True, ax=ax)
+    ax.set(xlabel="median seconds per case", ylabel="")
+    return finish_figure(fig, out, **save_kwargs)

@@ -1,92 +1,61 @@
 """Study orchestration: execute the study notebooks in order with papermill into ``runs/<name>/``.
 
-Each stage is one notebook (``notebooks/NN_<key>.ipynb``). A stage receives the parameters its
-``parameters`` cell declares, from (lowest to highest precedence) the study profile defaults, the
-layout of the run folder (``out_dir`` and ``<key>_dir`` of every upstream stage) and the user's
-``--param KEY=VALUE`` / ``--param STAGE.KEY=VALUE`` overrides. Outputs go to ``runs/<name>/<stage>/``;
-the executed notebook is ``runs/<name>/<stage>.ipynb``.
+Each stage (:data:`~bmstudy.study.stages.STAGES`) is one notebook (``notebooks/NN_<key>.ipynb``).
+:func:`run_study` resolves the run's :class:`~bmstudy.plan.StudyPlan` from the profile and the plan
+overrides among ``params`` and writes it to ``runs/<name>/plan.json`` before the first stage. Each
+notebook then receives, among the names its ``parameters`` cell declares: ``plan`` (the absolute path
+of ``plan.json``), ``profile``, ``out_dir``, ``<key>_dir`` of every upstream stage, ``manifest`` and the
+user's notebook parameters (see :mod:`bmstudy.study.parameters`). Outputs go to
+``runs/<name>/<stage>/``; the executed notebook is ``runs/<name>/<stage>.ipynb``.
 
-Incremental runs: a stage's fingerprint is the hash of its notebook source (cell types, sources and
-tags; outputs ignored), its non-layout parameters, the data manifest's content hash (stages that take
-``manifest``) and the fingerprints of its upstream stages. A stage whose fingerprint matches the last
-successful execution is skipped (unless ``force``), so changing one parameter re-runs only the stages
-that declare it and their dependents. ``runs/<name>/provenance.json`` records the git commit, package
-versions, parameters, manifest hash and per-stage start/end times; it is rewritten after every stage.
+Incremental runs: a stage whose fingerprint (:mod:`bmstudy.study.fingerprint`) matches its last
+successful execution is skipped (unless ``force``), so changing one parameter or plan section re-runs
+only the stages that read it and their dependents. ``runs/<name>/provenance.json``
+(:mod:`bmstudy.study.provenance`) is rewritten after every stage.
 """
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
-import hashlib
-import json
 import os
-import platform
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
-from ..utils import PathLike, atomic_write_json, file_sha256, get_logger
+from ..plan import PROFILES, StudyPlan, resolve_plan, write_plan
+from ..utils import PathLike, file_sha256, get_logger
+from .fingerprint import (changed_inputs, fingerprint, input_digest, notebook_source_hash,  # noqa: F401
+                          stage_inputs)
+from .parameters import (check_notebook_parameters, notebook_parameters, parse_param,  # noqa: F401
+                         split_params, stage_parameters)
+from .provenance import (PLAN_FILE, PROVENANCE_FILE, git_commit, new_provenance, now, read_stage_records,
+                         save_provenance)
+from .stages import STAGES, Stage, check_stage_graph, select_stages
 
 log = get_logger("bmstudy.study.runner")
 
-PROVENANCE_FILE = "provenance.json"
+__all__ = ["KERNEL_NAME", "StageError", "StageResult", "RunResult", "default_notebooks_dir", "run_study",
+           "add_cli_arguments", "cli_main"]
+
 KERNEL_NAME = "python3"
-
-#: Packages whose versions go into provenance.json (missing ones are recorded as null).
-PROVENANCE_PACKAGES: tuple[str, ...] = (
-    "bmstudy", "tensorflow-cpu", "tensorflow", "keras", "segmentation-models-3D",
-    "classification-models-3D", "volumentations-3D", "numpy", "scipy", "pandas", "scikit-learn",
-    "scikit-image", "statsmodels", "nibabel", "SimpleITK", "matplotlib", "seaborn", "papermill",
-    "nbformat", "ipykernel", "jupyter-book",
-)
-
-
-@dataclass(frozen=True)
-class Stage:
-    """One study stage: a notebook, the stages whose outputs it reads, and its output folder name."""
-
-    name: str
-    notebook: str
-    depends: tuple[str, ...] = ()
-
-    @property
-    def key(self) -> str:
-        """Name without the ``NN_`` order prefix (``03_training`` -> ``training``)."""
-        head, _, tail = self.name.partition("_")
-        return tail if head.isdigit() and tail else self.name
-
-    @property
-    def dir_param(self) -> str:
-        """Parameter through which downstream notebooks receive this stage's output folder."""
-        return f"{self.key}_dir"
-
-
-#: The study, in execution order.
-STAGES: tuple[Stage, ...] = (
-    Stage("01_cohort", "01_cohort.ipynb"),
-    Stage("02_preprocessing", "02_preprocessing.ipynb", ("01_cohort",)),
-    Stage("03_training", "03_training.ipynb", ("01_cohort", "02_preprocessing")),
-    Stage("04_inference", "04_inference.ipynb", ("01_cohort", "03_training")),
-    Stage("05_metrics", "05_metrics.ipynb", ("01_cohort", "04_inference")),
-    Stage("06_subgroups", "06_subgroups.ipynb", ("01_cohort", "05_metrics")),
-    Stage("07_timing", "07_timing.ipynb", ("01_cohort", "04_inference", "05_metrics")),
-)
-
-#: Study-level defaults per profile (a notebook receives only the keys its parameters cell declares).
-PROFILES: dict[str, dict[str, Any]] = {
-    "tiny": {"profile": "tiny", "seed": 0, "gpu": False},
-    "cpu": {"profile": "cpu", "seed": 0, "gpu": False},
-    "paper": {"profile": "paper", "seed": 0, "gpu": True},
-}
 
 
 class StageError(RuntimeError):
-    """A stage failed; the message names the stage, the notebook and the failing cell."""
+    """A stage failed; the message names the stage, the notebook and the failing cell.
+
+    Attributes
+    ----------
+    stage : str
+        The stage name.
+    notebook : Path
+        The source notebook.
+    cell_index : int or None
+        1-based number of the failing cell in the source notebook (``None`` when not a cell error).
+    executed_notebook : Path or None
+        The partially executed notebook with the traceback.
+    """
 
     def __init__(self, message: str, stage: str, notebook: Path, cell_index: int | None = None,
                  executed_notebook: Path | None = None) -> None:
@@ -99,10 +68,10 @@ class StageError(RuntimeError):
 
 @dataclass
 class StageResult:
-    """What happened to one stage in this invocation."""
+    """What happened to one stage in this invocation (``action``: ``ran``, ``skipped`` or ``failed``)."""
 
     name: str
-    action: str  # "ran" | "skipped" | "failed"
+    action: str
     fingerprint: str
     reason: str
     seconds: float = 0.0
@@ -111,108 +80,138 @@ class StageResult:
 
 @dataclass
 class RunResult:
-    """Outcome of :func:`run_study`."""
+    """Outcome of :func:`run_study`: the run folder, each stage's :class:`StageResult` and the plan."""
 
     run_dir: Path
     stages: list[StageResult] = field(default_factory=list)
+    plan: StudyPlan | None = None
 
     @property
     def ran(self) -> list[str]:
+        """Names of the stages executed."""
         return [s.name for s in self.stages if s.action == "ran"]
 
     @property
     def skipped(self) -> list[str]:
+        """Names of the stages skipped as up to date."""
         return [s.name for s in self.stages if s.action == "skipped"]
+
+
+@dataclass
+class _Run:
+    """Everything resolved before the first stage runs."""
+
+    run_dir: Path
+    nb_dir: Path
+    stages: Sequence[Stage]
+    plan: StudyPlan
+    previous: dict[str, Any]
+    params: dict[str, dict[str, Any]]  # per stage, layout included (what papermill passes)
+    defaults: dict[str, dict[str, Any]]  # per stage, declared but not passed
+    fingerprints: dict[str, str]
+    digests: dict[str, dict[str, Any]]
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def prov_path(self) -> Path:
+        return self.run_dir / PROVENANCE_FILE
+
+    def up_to_date(self, name: str) -> tuple[bool, str]:
+        """Whether a stage's last execution is still valid, and why (not)."""
+        prev = self.previous.get(name) or {}
+        if not prev:
+            return False, "never ran"
+        if prev.get("status") != "ok":
+            return False, "previous execution failed"
+        if prev.get("fingerprint") != self.fingerprints[name]:
+            what = changed_inputs(prev.get("inputs"), self.digests[name])
+            return False, ("inputs changed: " + ", ".join(what) if what else
+                           "inputs changed (notebook, parameters, plan, manifest or upstream stage)")
+        if not (self.run_dir / f"{name}.ipynb").is_file() or not (self.run_dir / name).is_dir():
+            return False, "outputs missing"
+        return True, "up to date"
 
 
 # ----------------------------------------------------------------------------- helpers
 def default_notebooks_dir() -> Path:
-    """``$BMSTUDY_NOTEBOOKS``, else the repository's ``notebooks/`` (editable install), else ``./notebooks``."""
+    """The study notebooks' folder.
+
+    Returns
+    -------
+    Path
+        ``$BMSTUDY_NOTEBOOKS``, else the repository's ``notebooks/`` (editable install), else ``./notebooks``.
+    """
     env = os.environ.get("BMSTUDY_NOTEBOOKS")
     if env:
         return Path(env)
-    repo_nb = Path(__file__).resolve().parents[2] / "notebooks"
+    repo_nb = Path(__file__).resolve().parents[3] / "notebooks"
     return repo_nb if repo_nb.is_dir() else Path.cwd() / "notebooks"
 
 
-def notebook_source_hash(path: PathLike) -> str:
-    """Hash of a notebook's cell types, sources and tags (outputs and execution counts ignored)."""
-    import nbformat
-
-    nb = nbformat.read(str(path), as_version=4)
-    cells = [
-        [c.cell_type, c.source, sorted(c.get("metadata", {}).get("tags", []))] for c in nb.cells
-    ]
-    return hashlib.sha256(json.dumps(cells, sort_keys=True).encode()).hexdigest()
-
-
-def notebook_parameters(path: PathLike) -> dict[str, Any]:
-    """Names and default values (as source text) declared in the notebook's ``parameters`` cell."""
-    import nbformat
-    import papermill as pm
-
-    nb = nbformat.read(str(path), as_version=4)
-    if not any("parameters" in c.get("metadata", {}).get("tags", []) for c in nb.cells):
-        raise ValueError(f"{path}: no cell tagged 'parameters' (papermill needs one)")
-    info = pm.inspect_notebook(str(path))
-    return {name: spec.get("default") for name, spec in info.items()}
+def _check_inputs(name: str, profile: str, nb_dir: Path, stage_list: Sequence[Stage],
+                  manifest: PathLike | None) -> tuple[Path | None, str | None]:
+    """Validate the run name, profile, stage graph and notebooks; return the manifest path and hash."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose from {sorted(PROFILES)}")
+    if not name or Path(name).name != name or name.startswith("."):
+        raise ValueError(f"run name must be a plain folder name, got {name!r}")
+    check_stage_graph(stage_list)
+    for s in stage_list:
+        if not (nb_dir / s.notebook).is_file():
+            raise FileNotFoundError(f"stage {s.name}: notebook {nb_dir / s.notebook} not found")
+    manifest_path = Path(manifest).resolve() if manifest else None
+    if manifest_path is not None and not manifest_path.is_file():
+        raise FileNotFoundError(f"data manifest {manifest_path} not found")
+    return manifest_path, (file_sha256(manifest_path) if manifest_path else None)
 
 
-def parse_param(text: str) -> tuple[str, Any]:
-    """Parse ``KEY=VALUE``; VALUE is read as JSON when it parses (numbers, true/false, lists), else a string."""
-    key, sep, raw = text.partition("=")
-    key = key.strip()
-    if not sep or not key:
-        raise ValueError(f"--param expects KEY=VALUE or STAGE.KEY=VALUE, got {text!r}")
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError:
-        value = raw
-    return key, value
+def _layout(stage: Stage, stage_list: Sequence[Stage], run_dir: Path, profile: str,
+            manifest_path: Path | None) -> dict[str, Any]:
+    """The parameters the runner sets from the run folder (not part of the fingerprint)."""
+    by_name = {s.name: s for s in stage_list}
+    layout = {"out_dir": str(run_dir / stage.name), "plan": str(run_dir / PLAN_FILE), "profile": profile,
+              "manifest": str(manifest_path) if manifest_path else ""}
+    for d in stage.depends:
+        layout[by_name[d].dir_param] = str(run_dir / d)
+    return layout
 
 
-def _stable_hash(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+def _resolve(run_dir: Path, nb_dir: Path, stage_list: Sequence[Stage], plan: StudyPlan, profile: str,
+             declared: Mapping[str, Mapping[str, Any]], user: Mapping[str, Any],
+             manifest_path: Path | None, manifest_hash: str | None) -> _Run:
+    """Each stage's parameters and fingerprint, in stage order."""
+    run = _Run(run_dir, nb_dir, stage_list, plan, read_stage_records(run_dir / PROVENANCE_FILE), {}, {}, {}, {})
+    for s in stage_list:
+        decl = declared[s.name]
+        chosen = stage_parameters(s, stage_list, decl, user, plan)
+        inputs = stage_inputs(s, notebook_hash=notebook_source_hash(nb_dir / s.notebook), parameters=chosen,
+                              plan=plan, manifest_hash=manifest_hash if "manifest" in decl else None,
+                              upstream={d: run.fingerprints[d] for d in s.depends})
+        run.fingerprints[s.name] = fingerprint(inputs)
+        run.digests[s.name] = input_digest(inputs)
+        layout = _layout(s, stage_list, run_dir, profile, manifest_path)
+        run.params[s.name] = {**chosen, **{k: v for k, v in layout.items() if k in decl}}
+        run.defaults[s.name] = {k: v for k, v in decl.items() if k not in run.params[s.name]}
+    return run
 
 
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def git_commit(repo: PathLike | None = None) -> dict[str, Any]:
-    """``{"commit": sha or None, "dirty": bool or None}`` of the repository holding this package."""
-    root = Path(repo) if repo is not None else Path(__file__).resolve().parents[2]
-    try:
-        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
-                             text=True, encoding="utf-8", errors="replace", timeout=20, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=20, check=True).stdout.strip()
-        return {"commit": sha, "dirty": bool(dirty)}
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None}
-
-
-def package_versions(names: Iterable[str] = PROVENANCE_PACKAGES) -> dict[str, str | None]:
-    """Installed versions via importlib.metadata (``None`` when a package is absent)."""
-    out: dict[str, str | None] = {}
-    for name in names:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
-
-
-def _select(stages: Sequence[Stage], wanted: Sequence[str] | None) -> list[str]:
+def _selection(run: _Run, wanted: Sequence[str] | None) -> set[str]:
+    """The stages to consider: ``wanted`` plus every upstream stage that is not up to date."""
+    selected = set(select_stages(run.stages, wanted))
     if not wanted:
-        return [s.name for s in stages]
-    chosen: list[str] = []
-    for w in wanted:
-        hits = [s.name for s in stages if w in (s.name, s.key) or s.name.startswith(f"{w}_")]
-        if len(hits) != 1:
-            raise ValueError(f"unknown stage {w!r}; stages are {[s.name for s in stages]}")
-        chosen.append(hits[0])
-    return chosen
+        return selected
+    changed = True
+    while changed:
+        changed = False
+        for s in run.stages:
+            if s.name not in selected:
+                continue
+            for d in s.depends:
+                if d not in selected and not run.up_to_date(d)[0]:
+                    log.info("stage %s is not up to date; adding it (needed by %s)", d, s.name)
+                    selected.add(d)
+                    changed = True
+    return selected
 
 
 # ----------------------------------------------------------------------------- main entry
@@ -227,204 +226,139 @@ def run_study(
     runs_dir: PathLike = "runs",
     notebooks_dir: PathLike | None = None,
     stage_list: Sequence[Stage] = STAGES,
-    profiles: Mapping[str, Mapping[str, Any]] = PROFILES,
     log_output: bool = False,
     start_timeout: int = 120,
 ) -> RunResult:
     """Execute the study notebooks into ``runs_dir/name``; skip up-to-date stages.
 
-    ``params`` maps ``KEY`` (every stage declaring it) or ``STAGE.KEY`` (one stage) to a value.
-    ``stages`` restricts the run to some stages (names, keys or ``NN`` prefixes); their upstream
-    stages are added when not up to date. Raises :class:`StageError` at the first failing stage.
+    Parameters
+    ----------
+    name : str
+        Run folder name (a plain folder name).
+    profile : str
+        Study profile (:data:`bmstudy.plan.PROFILES`: ``tiny``, ``cpu``, ``paper``).
+    manifest : path-like, optional
+        User data manifest (hashed); default: the cohort stage synthesises a cohort for the profile.
+    params : mapping, optional
+        ``--param`` values: plan overrides (``seed``, ``train.epochs``) and notebook parameters
+        (``KEY`` for every stage declaring it, ``STAGE.KEY`` for one); see :mod:`bmstudy.study.parameters`.
+    force : bool
+        Re-run selected stages even when up to date.
+    stages : sequence of str, optional
+        Run only these stages (names, keys or ``NN`` prefixes) and the upstream stages that are not up to date.
+    runs_dir, notebooks_dir : path-like
+        Where run folders go; where the notebooks are (default :func:`default_notebooks_dir`).
+    stage_list : sequence of Stage
+        The study's stages (tests pass their own).
+    log_output : bool
+        Stream notebook cell output to the log.
+    start_timeout : int
+        Seconds to wait for a kernel to start.
+
+    Returns
+    -------
+    RunResult
+
+    Raises
+    ------
+    ValueError, FileNotFoundError
+        For an unknown profile, stage, parameter or plan key, or a missing notebook or manifest; all
+        checked before any stage runs.
+    StageError
+        At the first failing stage (later stages do not run).
     """
-    import papermill as pm
-
-    if profile not in profiles:
-        raise ValueError(f"unknown profile {profile!r}; choose from {sorted(profiles)}")
-    if not name or Path(name).name != name or name.startswith("."):
-        raise ValueError(f"run name must be a plain folder name, got {name!r}")
     nb_dir = Path(notebooks_dir) if notebooks_dir is not None else default_notebooks_dir()
-    by_name = {s.name: s for s in stage_list}
-    for s in stage_list:
-        for d in s.depends:
-            if d not in by_name or list(by_name).index(d) >= list(by_name).index(s.name):
-                raise ValueError(f"stage {s.name}: dependency {d!r} must be an earlier stage")
-        if not (nb_dir / s.notebook).is_file():
-            raise FileNotFoundError(f"stage {s.name}: notebook {nb_dir / s.notebook} not found")
-
-    manifest_path = Path(manifest).resolve() if manifest else None
-    if manifest_path is not None and not manifest_path.is_file():
-        raise FileNotFoundError(f"data manifest {manifest_path} not found")
-    manifest_hash = file_sha256(manifest_path) if manifest_path else None
+    manifest_path, manifest_hash = _check_inputs(name, profile, nb_dir, stage_list, manifest)
+    plan_overrides, nb_user = split_params(params)
+    declared = {s.name: notebook_parameters(nb_dir / s.notebook) for s in stage_list}
+    check_notebook_parameters(stage_list, declared, nb_user, nb_dir)
+    select_stages(stage_list, stages)  # unknown stages fail before anything is written
+    plan = resolve_plan(profile, plan_overrides)
 
     run_dir = (Path(runs_dir) / name).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    prov_path = run_dir / PROVENANCE_FILE
-    previous: dict[str, Any] = {}
-    if prov_path.is_file():
-        try:
-            previous = json.loads(prov_path.read_text(encoding="utf-8")).get("stages", {})
-        except (json.JSONDecodeError, AttributeError) as exc:
-            log.warning("ignoring unreadable %s (%s); all stages will run", prov_path, exc)
-
-    # -- resolve each stage's parameters and fingerprint
-    declared = {s.name: notebook_parameters(nb_dir / s.notebook) for s in stage_list}
-    dir_params = {s.dir_param: s.name for s in stage_list}
-    for s in stage_list:
-        for pname in declared[s.name]:
-            if pname in dir_params and dir_params[pname] not in s.depends:
-                raise ValueError(f"notebook {nb_dir / s.notebook} reads {pname!r} but stage {s.name} does not "
-                                 f"depend on {dir_params[pname]}; add it to the stage's depends")
-    user = dict(params or {})
-    layout_names = {"out_dir"} | set(dir_params)
-    fixed = sorted(k for k in user if k.rpartition(".")[2] in layout_names)
-    if fixed:
-        raise ValueError(f"{fixed}: stage folders are set by the pipeline (runs/<name>/<stage>); use --name/--runs-dir")
-    if any(k.rpartition(".")[2] == "manifest" for k in user):
-        raise ValueError("pass the data manifest with manifest=/--manifest (it is hashed), not as a parameter")
-    all_keys = set().union(*declared.values()) if declared else set()
-    for key in user:
-        stage_part, dot, pkey = key.rpartition(".")
-        if dot and stage_part:
-            target = _select(stage_list, [stage_part])[0]
-            if pkey not in declared[target]:
-                raise ValueError(f"stage {target} declares no parameter {pkey!r}; it has {sorted(declared[target])}")
-        elif key not in all_keys:
-            raise ValueError(f"no notebook declares parameter {key!r}; declared: {sorted(all_keys)}")
-
-    base = dict(profiles[profile])
-    base["manifest"] = str(manifest_path) if manifest_path else ""
-    stage_params: dict[str, dict[str, Any]] = {}
-    fingerprints: dict[str, str] = {}
-    for s in stage_list:
-        layout = {"out_dir": str(run_dir / s.name)}
-        for d in s.depends:
-            layout[by_name[d].dir_param] = str(run_dir / d)
-        values = dict(base)
-        for key, val in user.items():
-            stage_part, dot, pkey = key.rpartition(".")
-            if not dot:
-                values[key] = val
-            elif _select(stage_list, [stage_part])[0] == s.name:
-                values[pkey] = val
-        chosen = {k: v for k, v in values.items() if k in declared[s.name]}
-        fp_params = {k: v for k, v in chosen.items() if k != "manifest"}
-        chosen.update({k: v for k, v in layout.items() if k in declared[s.name]})
-        stage_params[s.name] = chosen
-        fingerprints[s.name] = _stable_hash({
-            "notebook": notebook_source_hash(nb_dir / s.notebook),
-            "params": fp_params,
-            "manifest": manifest_hash if "manifest" in declared[s.name] else None,
-            "upstream": {d: fingerprints[d] for d in s.depends},
-        })
-
-    def up_to_date(sname: str) -> tuple[bool, str]:
-        prev = previous.get(sname) or {}
-        if not prev:
-            return False, "never ran"
-        if prev.get("status") != "ok":
-            return False, "previous execution failed"
-        if prev.get("fingerprint") != fingerprints[sname]:
-            return False, "inputs changed (notebook, parameters, manifest or upstream stage)"
-        if not (run_dir / f"{sname}.ipynb").is_file() or not (run_dir / sname).is_dir():
-            return False, "outputs missing"
-        return True, "up to date"
-
-    selected = set(_select(stage_list, stages))
-    if stages:  # pull in stale upstream stages
-        changed = True
-        while changed:
-            changed = False
-            for s in stage_list:
-                if s.name in selected:
-                    for d in s.depends:
-                        if d not in selected and not up_to_date(d)[0]:
-                            log.info("stage %s is not up to date; adding it (needed by %s)", d, s.name)
-                            selected.add(d)
-                            changed = True
-
-    provenance: dict[str, Any] = {
-        "run": name,
-        "run_dir": str(run_dir),
-        "profile": profile,
-        "created": _now(),
-        "git": git_commit(),
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "packages": package_versions(),
-        "manifest": {"path": str(manifest_path) if manifest_path else None, "sha256": manifest_hash,
-                     "source": "user" if manifest_path else "synthetic (01_cohort)"},
-        "user_parameters": user,
-        "force": force,
-        "stages": dict(previous),
-    }
-
-    def save_provenance() -> None:
-        provenance["updated"] = _now()
-        atomic_write_json(prov_path, provenance)
-
-    result = RunResult(run_dir=run_dir)
+    run = _resolve(run_dir, nb_dir, stage_list, plan, profile, declared, nb_user, manifest_path, manifest_hash)
+    selected = _selection(run, stages)
+    plan_path = write_plan(plan, run_dir / PLAN_FILE)
+    run.provenance = new_provenance(name=name, run_dir=run_dir, profile=profile, plan=plan, plan_path=plan_path,
+                                    manifest_path=manifest_path, manifest_hash=manifest_hash, user=dict(params or {}),
+                                    force=force, git=git_commit(), previous=run.previous)
+    result = RunResult(run_dir=run_dir, plan=plan)
     for s in stage_list:
         if s.name not in selected:
             continue
-        ok, why = up_to_date(s.name)
+        ok, why = run.up_to_date(s.name)
         if ok and not force:
-            log.info("stage %s: skipped (%s)", s.name, why)
-            ran_with = (previous[s.name].get("git") or {}).get("commit")
-            if ran_with and provenance["git"].get("commit") and ran_with != provenance["git"]["commit"]:
-                log.info("stage %s executed with commit %s; the code is now at %s (its notebook and inputs "
-                         "are unchanged; `--stages %s --force` re-runs it with this code)",
-                         s.name, ran_with[:10], provenance["git"]["commit"][:10], s.name)
-            result.stages.append(StageResult(s.name, "skipped", fingerprints[s.name], why,
-                                             executed_notebook=run_dir / f"{s.name}.ipynb"))
-            provenance["stages"][s.name] = {**previous[s.name], "last_action": "skipped"}
+            result.stages.append(_skip(run, s, why))
             continue
-        why = "forced" if force and ok else why
-        out_dir = run_dir / s.name
-        prev = previous.get(s.name) or {}
-        resume = prev.get("status") == "failed" and prev.get("fingerprint") == fingerprints[s.name] and not force
-        if out_dir.exists() and not resume:
-            shutil.rmtree(out_dir)  # stale outputs of other inputs must not leak into this execution
-        out_dir.mkdir(parents=True, exist_ok=True)
-        executed = run_dir / f"{s.name}.ipynb"
-        failed_nb = run_dir / f"{s.name}.failed.ipynb"
-        tmp_nb = run_dir / f".{s.name}.running.ipynb"
-        failed_nb.unlink(missing_ok=True)
-        entry = {"fingerprint": fingerprints[s.name], "notebook": str(nb_dir / s.notebook),
-                 "parameters": stage_params[s.name], "started": _now(), "finished": None,
-                 "notebook_defaults": {k: v for k, v in declared[s.name].items() if k not in stage_params[s.name]},
-                 "status": "running", "last_action": "ran", "reason": why,
-                 "git": provenance["git"]}  # the code this execution ran; the run-level "git" is the last invocation's
-        provenance["stages"][s.name] = entry
-        save_provenance()
-        log.info("stage %s: running %s (%s)", s.name, nb_dir / s.notebook, why)
-        t0 = time.perf_counter()
-        try:
-            pm.execute_notebook(str(nb_dir / s.notebook), str(tmp_nb), parameters=stage_params[s.name],
-                                kernel_name=KERNEL_NAME, progress_bar=False, log_output=log_output,
-                                cwd=str(out_dir), start_timeout=start_timeout)
-        except BaseException as exc:  # noqa: BLE001 - record, then re-raise as StageError
-            seconds = time.perf_counter() - t0
-            if tmp_nb.exists():
-                os.replace(tmp_nb, failed_nb)
-            entry.update(status="failed", finished=_now(), seconds=round(seconds, 2),
-                         error=f"{type(exc).__name__}: {exc}"[:2000])
-            save_provenance()
-            result.stages.append(StageResult(s.name, "failed", fingerprints[s.name], why, seconds, failed_nb))
-            if isinstance(exc, KeyboardInterrupt):
-                raise
-            raise _stage_error(s, nb_dir / s.notebook, exc, failed_nb) from exc
-        seconds = time.perf_counter() - t0
-        os.replace(tmp_nb, executed)
-        entry.update(status="ok", finished=_now(), seconds=round(seconds, 2))
-        save_provenance()
-        log.info("stage %s: done in %.1f s", s.name, seconds)
-        result.stages.append(StageResult(s.name, "ran", fingerprints[s.name], why, seconds, executed))
-    save_provenance()
+        result.stages.append(_execute(run, s, "forced" if force and ok else why, force=force,
+                                      log_output=log_output, start_timeout=start_timeout))
+    save_provenance(run.prov_path, run.provenance)
     return result
 
 
+def _skip(run: _Run, stage: Stage, why: str) -> StageResult:
+    """Record an up-to-date stage as skipped."""
+    log.info("stage %s: skipped (%s)", stage.name, why)
+    prev = run.previous[stage.name]
+    ran_with = (prev.get("git") or {}).get("commit")
+    current = run.provenance["git"].get("commit")
+    if ran_with and current and ran_with != current:
+        log.info("stage %s executed with commit %s; the code is now at %s (its notebook and inputs are unchanged; "
+                 "`--stages %s --force` re-runs it with this code)", stage.name, ran_with[:10], current[:10], stage.name)
+    run.provenance["stages"][stage.name] = {**prev, "last_action": "skipped"}
+    return StageResult(stage.name, "skipped", run.fingerprints[stage.name], why,
+                       executed_notebook=run.run_dir / f"{stage.name}.ipynb")
+
+
+def _execute(run: _Run, stage: Stage, why: str, *, force: bool, log_output: bool,
+             start_timeout: int) -> StageResult:
+    """Execute one stage with papermill; record it in the provenance; raise :class:`StageError` on failure."""
+    import papermill as pm
+
+    source = run.nb_dir / stage.notebook
+    out_dir = run.run_dir / stage.name
+    fp = run.fingerprints[stage.name]
+    prev = run.previous.get(stage.name) or {}
+    resume = prev.get("status") == "failed" and prev.get("fingerprint") == fp and not force
+    if out_dir.exists() and not resume:
+        shutil.rmtree(out_dir)  # stale outputs of other inputs must not leak into this execution
+    out_dir.mkdir(parents=True, exist_ok=True)
+    executed = run.run_dir / f"{stage.name}.ipynb"
+    failed_nb = run.run_dir / f"{stage.name}.failed.ipynb"
+    tmp_nb = run.run_dir / f".{stage.name}.running.ipynb"
+    failed_nb.unlink(missing_ok=True)
+    entry = {"fingerprint": fp, "inputs": run.digests[stage.name], "plan_sections": list(stage.plan_sections),
+             "notebook": str(source), "parameters": run.params[stage.name], "started": now(), "finished": None,
+             "notebook_defaults": run.defaults[stage.name], "status": "running", "last_action": "ran",
+             "reason": why, "git": run.provenance["git"]}  # the code this execution ran with
+    run.provenance["stages"][stage.name] = entry
+    save_provenance(run.prov_path, run.provenance)
+    log.info("stage %s: running %s (%s)", stage.name, source, why)
+    t0 = time.perf_counter()
+    try:
+        pm.execute_notebook(str(source), str(tmp_nb), parameters=run.params[stage.name], kernel_name=KERNEL_NAME,
+                            progress_bar=False, log_output=log_output, cwd=str(out_dir), start_timeout=start_timeout)
+    except BaseException as exc:  # noqa: BLE001 - record, then re-raise as StageError
+        seconds = time.perf_counter() - t0
+        if tmp_nb.exists():
+            os.replace(tmp_nb, failed_nb)
+        entry.update(status="failed", finished=now(), seconds=round(seconds, 2),
+                     error=f"{type(exc).__name__}: {exc}"[:2000])
+        save_provenance(run.prov_path, run.provenance)
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        raise _stage_error(stage, source, exc, failed_nb) from exc
+    seconds = time.perf_counter() - t0
+    os.replace(tmp_nb, executed)
+    entry.update(status="ok", finished=now(), seconds=round(seconds, 2))
+    save_provenance(run.prov_path, run.provenance)
+    log.info("stage %s: done in %.1f s", stage.name, seconds)
+    return StageResult(stage.name, "ran", fp, why, seconds, executed)
+
+
 def _stage_error(stage: Stage, notebook: Path, exc: BaseException, failed_nb: Path) -> StageError:
+    """A :class:`StageError` naming the stage, the notebook and (for a cell error) the source cell."""
     from papermill.exceptions import PapermillExecutionError
 
     if isinstance(exc, PapermillExecutionError):
@@ -458,13 +392,21 @@ def _source_cell_number(executed: Path, index: int) -> int:
 
 # ----------------------------------------------------------------------------- CLI: bmstudy run
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``bmstudy run``.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The sub-command's parser.
+    """
     parser.add_argument("--name", default="default", help="run folder name under --runs-dir (default: default)")
     parser.add_argument("--profile", default="cpu", choices=sorted(PROFILES),
                         help="tiny (CI), cpu (2-core CPU study, default) or paper (paper settings, GPU box)")
     parser.add_argument("--manifest", help="data manifest CSV (default: synthesise a cohort for the profile)")
     parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a notebook parameter (KEY for every stage declaring it, or STAGE.KEY); "
-                             "VALUE is parsed as JSON when possible; repeatable")
+                        help="a plan override (seed, gpu, test_fraction, n_jobs or SECTION.FIELD, e.g. "
+                             "train.epochs=3; see `bmstudy plan`) or a notebook parameter (KEY for every stage "
+                             "declaring it, or STAGE.KEY); VALUE is parsed as JSON when possible; repeatable")
     parser.add_argument("--stages", nargs="+", metavar="STAGE", help="run only these stages (e.g. 05 06_subgroups)")
     parser.add_argument("--force", action="store_true", help="re-run stages even when up to date")
     parser.add_argument("--runs-dir", default="runs", help="folder holding the run folders (default: runs)")
@@ -475,6 +417,18 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cli_main(args: argparse.Namespace) -> int:
+    """Run ``bmstudy run``; then build the book unless ``--no-book``.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed :func:`add_cli_arguments`.
+
+    Returns
+    -------
+    int
+        0 on success, 1 when a stage failed.
+    """
     params = dict(parse_param(p) for p in args.param)
     t0 = time.perf_counter()
     try:

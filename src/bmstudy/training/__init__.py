@@ -1,11 +1,46 @@
-"""bmstudy.training."""
+"""Training stage: the 3D U-Net, training patches (sampling + augmentation) and the resumable loop.
+
+Modules, in the order data flows through them:
+
+- :mod:`~bmstudy.training.sampling`: preprocessed cases, lesion-centred / uniform patch sampling,
+  :class:`PatchSampler` and the ``tf.data`` stream (:func:`make_dataset`).
+- :mod:`~bmstudy.training.augmentation`: :func:`augment` (flip, elastic, gamma; seeded per sample).
+- :mod:`~bmstudy.training.model`: :func:`build_model` (ResNet-34 encoder, dropout in every decoder
+  block), the Dice+BCE loss, :func:`load_trained`.
+- :mod:`~bmstudy.training.loop`: :func:`train` (checkpoint after every epoch, resume) and the
+  ``bmstudy train`` command.
+
+Settings (:class:`TrainConfig`, :class:`AugmentParams`, :func:`check_patch_size`, :data:`DIVISOR`)
+live in :mod:`bmstudy.plan` and are re-exported here. Reads the folders written by
+:mod:`bmstudy.preprocessing`; TensorFlow is imported only inside functions.
+"""
 from __future__ import annotations
 
-from . import model
-from .model import (DECODER_FILTERS, DIVISOR, ENCODER_NAME, check_patch_size, build_model, decoder_dropout_layers, make_loss, dice_score, custom_objects, dice_bce_numpy, load_trained)
-from . import data
-from .data import (load_preprocessed_case, lesion_components, Case, load_cases, extract_patch, sample_patch_start, AugmentParams, augment, PatchSampler, make_dataset)
-from . import loop
-from .loop import (CHECKPOINT_DIR, LAST_MODEL, STATE_FILE, BEST_MODEL, CONFIG_FILE, LOG_FILE, TrainConfig, select_training_cases, split_validation, train, config_from_args)
+from ..plan import DIVISOR, AugmentParams, TrainConfig, check_patch_size
+from . import augmentation, loop, model, sampling
+from .augmentation import augment
+from .loop import LOG_FILE, STATE_FILE, config_from_args, select_training_cases, split_validation, train
+from .model import (BEST_MODEL, CHECKPOINT_DIR, CONFIG_FILE, DECODER_FILTERS, ENCODER_NAME, LAST_MODEL,
+                    build_model, custom_objects, decoder_dropout_layers, dice_bce_numpy, dice_score,
+                    load_trained, make_loss)
+from .sampling import (Case, PatchSampler, extract_patch, lesion_components, load_cases, load_preprocessed_case,
+                       make_dataset, sample_patch_start)
 
-__all__ = ['model', 'data', 'loop', 'DECODER_FILTERS', 'DIVISOR', 'ENCODER_NAME', 'check_patch_size', 'build_model', 'decoder_dropout_layers', 'make_loss', 'dice_score', 'custom_objects', 'dice_bce_numpy', 'load_trained', 'load_preprocessed_case', 'lesion_components', 'Case', 'load_cases', 'extract_patch', 'sample_patch_start', 'AugmentParams', 'augment', 'PatchSampler', 'make_dataset', 'CHECKPOINT_DIR', 'LAST_MODEL', 'STATE_FILE', 'BEST_MODEL', 'CONFIG_FILE', 'LOG_FILE', 'TrainConfig', 'select_training_cases', 'split_validation', 'train', 'config_from_args']
+__all__ = [
+    # modules
+    "sampling", "augmentation", "model", "loop",
+    # settings (bmstudy.plan)
+    "TrainConfig", "AugmentParams", "check_patch_size", "DIVISOR",
+    # sampling
+    "load_preprocessed_case", "lesion_components", "Case", "load_cases", "extract_patch",
+    "sample_patch_start", "PatchSampler", "make_dataset",
+    # augmentation
+    "augment",
+    # model
+    "DECODER_FILTERS", "ENCODER_NAME", "build_model", "decoder_dropout_layers", "make_loss", "dice_score",
+    "custom_objects", "dice_bce_numpy", "load_trained",
+    # loop
+    "select_training_cases", "split_validation", "train", "config_from_args",
+    # trained-model folder
+    "CHECKPOINT_DIR", "LAST_MODEL", "STATE_FILE", "BEST_MODEL", "CONFIG_FILE", "LOG_FILE",
+]

@@ -1,4 +1,14 @@
-"""Training: profiles (``TrainConfig``), the resumable Keras training loop (``train``), CLI ``bmstudy train``.
+"""The resumable Keras training loop (:func:`train`) and the ``bmstudy train`` command.
+
+TensorFlow and Keras are imported only inside functions.
+
+This module owns the training run: choosing the training and validation cases, building or resuming
+the model, fitting it on the :mod:`~bmstudy.training.sampling` patch stream, and the files of the
+run's output folder. Its settings are :class:`~bmstudy.plan.TrainConfig` (defined in
+:mod:`bmstudy.plan` with its profiles, re-exported here).
+
+Reads ``preprocess_report.csv`` and ``<patient_id>/{image,mask}.npy, meta.json`` of a folder written by
+``bmstudy preprocess``.
 
 Outputs of ``train(preprocessed_dir, manifest_df, out_dir, config)`` in ``out_dir``:
 
@@ -6,11 +16,12 @@ Outputs of ``train(preprocessed_dir, manifest_df, out_dir, config)`` in ``out_di
   an uncompiled copy without optimizer state (for inference; ~290 MB instead of ~880 MB).
 - ``checkpoint/last.keras`` + ``checkpoint/state.json``: model WITH optimizer state after each epoch, and
   the number of completed epochs, optimizer iterations and best value so far. Both written atomically
-  (a kill mid-save leaves the previous checkpoint intact), which is why this is a small callback and not
-  ``keras.callbacks.ModelCheckpoint`` (that writes in place). Calling ``train`` again on the same
+  (a kill mid-save leaves the previous checkpoint intact) by :mod:`bmstudy.training.checkpoint`'s
+  callback, not ``keras.callbacks.ModelCheckpoint`` (that writes in place). Calling ``train`` again on the same
   ``out_dir`` resumes: epoch counter, optimizer iterations/moments and learning rate are restored, and
   the patch stream continues at sample ``iterations * batch_size`` (samples are a pure function of
-  ``(seed, index)``, see ``bmstudy.training.data``), so a resumed run sees the same data as an uninterrupted one.
+  ``(seed, index)``, see :mod:`bmstudy.training.sampling`), so a resumed run sees the same data as an
+  uninterrupted one.
 - ``training_log.csv`` (CSVLogger, appended on resume), ``logs/`` (TensorBoard), ``train_config.json``
   (the config, train/validation case ids, top-level ``inference_patch``, ``inference_stride``,
   ``preprocessing`` copied from the cases' ``meta.json``, package versions, timing, status).
@@ -21,39 +32,60 @@ Multi-GPU: ``tf.distribute.MirroredStrategy`` when more than one GPU is visible.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
-from ..training.data import AugmentParams, PatchSampler, load_cases, make_dataset
-from ..training.model import build_model, check_patch_size, custom_objects, dice_score, make_loss
-from ..utils import PathLike, atomic_path, atomic_write_json, get_logger, params_hash
+from ..plan import AugmentParams, TrainConfig
+from ..utils import PathLike, atomic_write_json, get_logger, params_hash
+from .checkpoint import STATE_FILE, epoch_checkpoint_class, resume_state, truncate_log
+from .model import (BEST_MODEL, CHECKPOINT_DIR, CONFIG_FILE, LAST_MODEL, build_model, custom_objects, dice_score,
+                    make_loss)
+from .sampling import PatchSampler, load_cases, make_dataset
+
+__all__ = ["CHECKPOINT_DIR", "LAST_MODEL", "STATE_FILE", "BEST_MODEL", "CONFIG_FILE", "LOG_FILE", "TrainConfig",
+           "select_training_cases", "split_validation", "train", "add_cli_arguments", "config_from_args",
+           "cli_main"]
 
 log = get_logger("bmstudy.training.loop")
 
-CHECKPOINT_DIR = "checkpoint"
-LAST_MODEL = "last.keras"
-STATE_FILE = "state.json"
-BEST_MODEL = "model_best.keras"
-CONFIG_FILE = "train_config.json"
+#: Per-epoch CSV log (appended on resume).
 LOG_FILE = "training_log.csv"
 
+#: Seed offset of the (fixed, un-augmented) validation patches.
+_VAL_SEED_OFFSET = 1_000_003
 
-from ..plan import TrainConfig  # noqa: E402
 
-
-# ----------------------------------------------------------------------------- helpers
+# ----------------------------------------------------------------------------- cases
 
 
 def select_training_cases(preprocessed_dir: PathLike, manifest_df: pd.DataFrame) -> list[str]:
-    """Patient ids with split == 'train' in the manifest AND status 'ok' in preprocess_report.csv."""
+    """Patient ids with ``split == 'train'`` in the manifest AND status ``ok`` in ``preprocess_report.csv``.
+
+    Parameters
+    ----------
+    preprocessed_dir : str or PathLike
+        Folder written by ``bmstudy preprocess`` (holds ``preprocess_report.csv``).
+    manifest_df : pandas.DataFrame
+        The data manifest; needs columns ``patient_id`` and ``split``.
+
+    Returns
+    -------
+    list of str
+        The training case ids, in manifest order (train cases not ``ok`` are logged and skipped).
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``preprocess_report.csv`` is missing.
+    ValueError
+        If a required column is missing or no training case is left.
+    """
     report_path = Path(preprocessed_dir) / "preprocess_report.csv"
     if not report_path.is_file():
         raise FileNotFoundError(f"{report_path} not found: run `bmstudy preprocess` first")
@@ -75,7 +107,27 @@ def select_training_cases(preprocessed_dir: PathLike, manifest_df: pd.DataFrame)
 
 
 def split_validation(ids: Sequence[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
-    """Deterministic hold-out: ``round(val_fraction * n)`` cases (>= 1 if fraction > 0 and n >= 2)."""
+    """Deterministic hold-out of ``round(val_fraction * n)`` cases.
+
+    At least one case is held out when ``val_fraction > 0`` and ``n >= 2``; at least one is always
+    left for training.
+
+    Parameters
+    ----------
+    ids : sequence of str
+        The training case ids (order does not matter: they are sorted first).
+    val_fraction : float
+        Share of cases held out.
+    seed : int
+        Seed of the permutation choosing the held-out cases.
+
+    Returns
+    -------
+    train : list of str
+        The remaining cases, sorted.
+    val : list of str
+        The held-out cases, sorted.
+    """
     ids = sorted(ids)
     n_val = int(round(val_fraction * len(ids)))
     if val_fraction > 0 and len(ids) >= 2:
@@ -85,6 +137,9 @@ def split_validation(ids: Sequence[str], val_fraction: float, seed: int) -> tupl
     val = sorted(ids[i] for i in perm[:n_val])
     train = [p for p in ids if p not in set(val)]
     return train, val
+
+
+# ----------------------------------------------------------------------------- run record
 
 
 def _preprocessing_record(preprocessed_dir: Path, ids: Sequence[str]) -> dict[str, Any]:
@@ -107,6 +162,7 @@ def _preprocessing_record(preprocessed_dir: Path, ids: Sequence[str]) -> dict[st
 
 
 def _versions() -> dict[str, str]:
+    """Installed versions of the packages that make a trained model (those found)."""
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
@@ -119,60 +175,148 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _make_callbacks_module() -> Any:
+def _start_record(config: TrainConfig, preprocessed_dir: Path, ids: Sequence[str], train_ids: list[str],
+                  val_ids: list[str], monitor: str) -> dict[str, Any]:
+    """The ``train_config.json`` content written when a run starts (``status: running``)."""
+    return {
+        "config": config.to_dict(), "profile": config.profile,
+        "patch_size": list(config.patch_size),
+        "inference_patch": config.inference_patch, "inference_stride": config.inference_stride,
+        "preprocessing": _preprocessing_record(preprocessed_dir, ids),
+        "train_cases": train_ids, "val_cases": val_ids, "monitor": monitor,
+        "versions": _versions(), "status": "running",
+    }
+
+
+def _finish_record(out_dir: Path, record: dict[str, Any], config: TrainConfig, monitor: str,
+                   history: Any, t0: float) -> None:
+    """Check that a best model exists and rewrite ``train_config.json`` with ``status: complete``."""
+    state_path = out_dir / CHECKPOINT_DIR / STATE_FILE
+    final_state = json.loads(state_path.read_text(encoding="utf-8")) if state_path.is_file() else {}
+    if not (out_dir / BEST_MODEL).is_file():  # e.g. every monitored value was NaN
+        raise RuntimeError(f"training in {out_dir} produced no {BEST_MODEL} (monitored {monitor} never finite)")
+    record.update(status="complete", epochs_completed=final_state.get("epoch"),
+                  optimizer_iterations=final_state.get("iterations"), best=final_state.get("best"),
+                  train_seconds_this_run=round(time.perf_counter() - t0, 1),
+                  stopped_early=bool(history is not None and final_state.get("epoch", 0) < config.epochs))
+    atomic_write_json(out_dir / CONFIG_FILE, record)
+    log.info("training finished: %s epochs, best %s = %s; outputs in %s", record["epochs_completed"], monitor,
+             record["best"], out_dir)
+
+
+# ----------------------------------------------------------------------------- model
+
+
+def _model_and_start(out_dir: Path, config: TrainConfig, state: dict[str, Any] | None) -> tuple[Any, int, float]:
+    """``(compiled model, initial epoch, best monitored value)``: the checkpoint's, or a new model's.
+
+    Call inside the distribution strategy's scope.
+    """
     import keras
 
-    class EpochCheckpoint(keras.callbacks.Callback):
-        """Atomic best-model and last-checkpoint (with optimizer) saving after every epoch."""
-
-        def __init__(self, out_dir: Path, monitor: str, best: float = math.inf,
-                     inference_factory: Any = None) -> None:
-            super().__init__()
-            self.out_dir, self.monitor, self.best = out_dir, monitor, best
-            self.inference_factory, self._inference_model = inference_factory, None
-
-        def _save_best(self, path: Path) -> None:
-            # Keras 3 .keras files always carry the optimizer of a compiled model (3x the size);
-            # the best model is for inference, so save an uncompiled twin with the same weights.
-            if self.inference_factory is None:
-                self.model.save(path)
-                return
-            if self._inference_model is None:
-                self._inference_model = self.inference_factory()
-            self._inference_model.set_weights(self.model.get_weights())
-            self._inference_model.save(path)
-
-        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-            logs = dict(logs or {})
-            value = logs.get(self.monitor)
-            if value is not None and np.isfinite(value) and value < self.best:
-                log.info("epoch %d: %s improved %.5f -> %.5f, saving %s", epoch + 1, self.monitor,
-                         self.best, value, BEST_MODEL)
-                self.best = float(value)
-                with atomic_path(self.out_dir / BEST_MODEL) as tmp:
-                    self._save_best(tmp)
-            ckpt = self.out_dir / CHECKPOINT_DIR
-            with atomic_path(ckpt / LAST_MODEL) as tmp:
-                self.model.save(tmp)
-            atomic_write_json(ckpt / STATE_FILE, {
-                "epoch": epoch + 1,
-                "iterations": int(self.model.optimizer.iterations.numpy()),
-                "monitor": self.monitor, "best": self.best,
-                "logs": {k: float(v) for k, v in logs.items()},
-            })
-
-    return EpochCheckpoint
+    if state is not None:
+        model = keras.models.load_model(out_dir / CHECKPOINT_DIR / LAST_MODEL,
+                                        custom_objects=custom_objects(), compile=True)
+        initial_epoch, best = int(state["epoch"]), float(state.get("best", math.inf))
+        log.info("resuming from %s: epoch %d, optimizer iterations %d", out_dir / CHECKPOINT_DIR / STATE_FILE,
+                 initial_epoch, int(model.optimizer.iterations.numpy()))
+        return model, initial_epoch, best
+    # spatial dims left open: fully convolutional, so inference may use larger windows
+    model = build_model(None, config.encoder_weights, config.decoder_dropout,
+                        backbone=config.backbone, dropout_type=config.dropout_type)
+    opt = keras.optimizers.Adam(learning_rate=config.learning_rate, beta_1=config.beta_1,
+                                beta_2=config.beta_2, epsilon=config.epsilon)
+    model.compile(optimizer=opt, loss=make_loss(config.dice_weight, config.bce_weight), metrics=[dice_score])
+    return model, 0, math.inf
 
 
-def _truncate_log(path: Path, n_epochs: int) -> None:
-    """Keep only rows of completed (checkpointed) epochs in the CSV log before appending on resume."""
-    if not path.is_file():
-        return
-    df = pd.read_csv(path)
-    if "epoch" in df.columns and (df["epoch"] >= n_epochs).any():
-        from ..utils import atomic_to_csv
+# ----------------------------------------------------------------------------- data and callbacks
 
-        atomic_to_csv(df[df["epoch"] < n_epochs], path)
+
+def _datasets(preprocessed_dir: Path, train_ids: list[str], val_ids: list[str], config: TrainConfig,
+              iterations: int) -> tuple[Any, tuple[np.ndarray, np.ndarray] | None]:
+    """The training ``tf.data`` stream (continuing at sample ``iterations * batch_size``) and validation arrays.
+
+    Validation patches are fixed (seed ``config.seed + 1_000_003``), un-augmented and half
+    lesion-centred; ``None`` without validation cases.
+    """
+    aug = AugmentParams.from_dict(config.augment)
+    sampler = PatchSampler(load_cases(preprocessed_dir, train_ids), config.patch_size,
+                           config.lesion_fraction, aug, seed=config.seed, center_jitter=config.center_jitter,
+                           border_overhang=config.border_overhang)
+    train_ds = make_dataset(sampler, config.batch_size, start_index=iterations * config.batch_size,
+                            num_parallel_calls=config.num_parallel_calls)
+    val_data = None
+    if val_ids:
+        vs = PatchSampler(load_cases(preprocessed_dir, val_ids), config.patch_size, 0.5, None,
+                          seed=config.seed + _VAL_SEED_OFFSET, center_jitter=config.center_jitter,
+                          border_overhang=config.border_overhang)
+        val_data = vs.arrays(max(1, config.val_patches_per_case * len(val_ids)))
+    return train_ds, val_data
+
+
+def _callbacks(out_dir: Path, config: TrainConfig, monitor: str, best: float, initial_epoch: int,
+               extra_callbacks: Sequence[Any]) -> list[Any]:
+    """Checkpointing, CSV log (appended on resume), TensorBoard, NaN stop, optional early stopping, extras."""
+    import keras
+
+    def inference_model() -> Any:
+        return build_model(None, None, config.decoder_dropout, backbone=config.backbone,
+                           dropout_type=config.dropout_type)
+
+    callbacks: list[Any] = [
+        epoch_checkpoint_class()(out_dir, monitor, best, inference_factory=inference_model),
+        keras.callbacks.CSVLogger(str(out_dir / LOG_FILE), append=initial_epoch > 0),
+        keras.callbacks.TensorBoard(log_dir=str(out_dir / "logs"), write_graph=False, profile_batch=0),
+        keras.callbacks.TerminateOnNaN(),
+    ]
+    if config.early_stopping_patience:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=config.early_stopping_patience,
+                                                       restore_best_weights=False))
+    callbacks.extend(extra_callbacks)
+    return callbacks
+
+
+def _strategy(config: TrainConfig) -> tuple[Any, bool]:
+    """``(distribution strategy, use mixed precision)``: MirroredStrategy on > 1 GPU; mixed precision only on a GPU."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+    if config.mixed_precision and not gpus:
+        log.warning("mixed_precision requested but no GPU is visible: training in float32")
+    return strategy, bool(config.mixed_precision and gpus)
+
+
+def _fit(out_dir: Path, preprocessed_dir: Path, train_ids: list[str], val_ids: list[str], config: TrainConfig,
+         monitor: str, state: dict[str, Any] | None, extra_callbacks: Sequence[Any], strategy: Any,
+         use_mp: bool) -> Any:
+    """Build or resume the model, then ``model.fit`` up to ``config.epochs``; the Keras history or ``None``.
+
+    Seeds Keras with ``config.seed``; runs under ``strategy`` and, if ``use_mp``, the ``mixed_float16``
+    policy (the previous global policy is restored afterwards, also on errors).
+    """
+    import keras
+
+    old_policy = keras.mixed_precision.global_policy()
+    keras.utils.set_random_seed(config.seed)
+    try:
+        if use_mp:
+            keras.mixed_precision.set_global_policy("mixed_float16")
+        with strategy.scope():
+            model, initial_epoch, best = _model_and_start(out_dir, config, state)
+        iterations = int(model.optimizer.iterations.numpy()) if state is not None else 0
+        train_ds, val_data = _datasets(preprocessed_dir, train_ids, val_ids, config, iterations)
+        truncate_log(out_dir / LOG_FILE, initial_epoch)
+        callbacks = _callbacks(out_dir, config, monitor, best, initial_epoch, extra_callbacks)
+        if initial_epoch >= config.epochs:
+            log.info("checkpoint already has %d epoch(s) >= epochs=%d: nothing to train", initial_epoch, config.epochs)
+            return None
+        return model.fit(train_ds, steps_per_epoch=config.steps_per_epoch, epochs=config.epochs,
+                         initial_epoch=initial_epoch, validation_data=val_data,
+                         validation_batch_size=config.batch_size, callbacks=callbacks, verbose=2)
+    finally:
+        keras.mixed_precision.set_global_policy(old_policy)
 
 
 # ----------------------------------------------------------------------------- train
@@ -183,13 +327,41 @@ def train(preprocessed_dir: PathLike, manifest_df: pd.DataFrame, out_dir: PathLi
           extra_callbacks: Sequence[Any] = ()) -> Path:
     """Train the model on the manifest's ``split == 'train'`` cases that preprocessed ``ok``.
 
-    Resumes from ``out_dir/checkpoint`` when it exists and ``resume`` is true (the stored config must
-    match ``config``, except ``epochs`` which may be raised). Returns ``out_dir``.
-    ``extra_callbacks`` are appended to the Keras callbacks (tests use one to simulate a crash).
-    """
-    import keras
-    import tensorflow as tf
+    A share ``config.val_fraction`` of those cases is held out for validation
+    (:func:`split_validation`). The outputs in ``out_dir`` are listed in this module's docstring.
 
+    Parameters
+    ----------
+    preprocessed_dir : str or PathLike
+        Folder written by ``bmstudy preprocess``.
+    manifest_df : pandas.DataFrame
+        The data manifest (columns ``patient_id`` and ``split``).
+    out_dir : str or PathLike
+        Output folder (created; resumed when it holds a checkpoint).
+    config : TrainConfig or None, default=None
+        Training settings; ``None`` means ``TrainConfig.from_profile("cpu")``.
+    resume : bool, default=True
+        Resume from ``out_dir/checkpoint`` when it exists: epoch counter, optimizer state and the
+        patch stream continue where the checkpoint left off. The stored config must match ``config``,
+        except ``epochs`` which may be raised.
+    extra_callbacks : sequence of keras.callbacks.Callback, default=()
+        Appended to the Keras callbacks (tests use one to simulate a crash).
+
+    Returns
+    -------
+    pathlib.Path
+        ``out_dir``.
+
+    Raises
+    ------
+    ValueError
+        If no training case is usable, the cases were preprocessed with different parameters, or the
+        checkpoint in ``out_dir`` was trained with a different config.
+    FileNotFoundError
+        If ``preprocess_report.csv`` or a case file is missing.
+    RuntimeError
+        If training produced no best model (the monitored value was never finite).
+    """
     config = config or TrainConfig.from_profile("cpu")
     preprocessed_dir, out_dir = Path(preprocessed_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -199,104 +371,14 @@ def train(preprocessed_dir: PathLike, manifest_df: pd.DataFrame, out_dir: PathLi
     log.info("training on %d case(s), validating on %d; %d epochs x %d steps, batch %d, patch %s",
              len(train_ids), len(val_ids), config.epochs, config.steps_per_epoch, config.batch_size,
              config.patch_size)
-
-    state_path = out_dir / CHECKPOINT_DIR / STATE_FILE
-    cfg_path = out_dir / CONFIG_FILE
-    state = None
-    if resume and state_path.is_file():
-        state = json.loads(state_path.read_text(encoding="utf-8"))
-        if cfg_path.is_file():
-            old = dict(json.loads(cfg_path.read_text(encoding="utf-8")).get("config", {}))
-            new = config.to_dict()
-            old.pop("epochs", None), new.pop("epochs", None)
-            if json.loads(json.dumps(old)) != json.loads(json.dumps(new)):
-                raise ValueError(f"{out_dir} holds a checkpoint trained with a different config; "
-                                 "use a new out_dir or resume=False")
-
-    record: dict[str, Any] = {
-        "config": config.to_dict(), "profile": config.profile,
-        "patch_size": list(config.patch_size),
-        "inference_patch": config.inference_patch, "inference_stride": config.inference_stride,
-        "preprocessing": _preprocessing_record(preprocessed_dir, ids),
-        "train_cases": train_ids, "val_cases": val_ids, "monitor": monitor,
-        "versions": _versions(), "status": "running",
-    }
-    atomic_write_json(cfg_path, record)
-
-    gpus = tf.config.list_physical_devices("GPU")
-    strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
-    use_mp = bool(config.mixed_precision and gpus)
-    if config.mixed_precision and not gpus:
-        log.warning("mixed_precision requested but no GPU is visible: training in float32")
-    old_policy = keras.mixed_precision.global_policy()
-    keras.utils.set_random_seed(config.seed)
+    state = resume_state(out_dir, config) if resume else None
+    record = _start_record(config, preprocessed_dir, ids, train_ids, val_ids, monitor)
+    atomic_write_json(out_dir / CONFIG_FILE, record)
+    strategy, use_mp = _strategy(config)
     t0 = time.perf_counter()
-    try:
-        if use_mp:
-            keras.mixed_precision.set_global_policy("mixed_float16")
-        with strategy.scope():
-            if state is not None:
-                model = keras.models.load_model(out_dir / CHECKPOINT_DIR / LAST_MODEL,
-                                                custom_objects=custom_objects(), compile=True)
-                initial_epoch, best = int(state["epoch"]), float(state.get("best", math.inf))
-                log.info("resuming from %s: epoch %d, optimizer iterations %d", state_path, initial_epoch,
-                         int(model.optimizer.iterations.numpy()))
-            else:
-                # spatial dims left open: fully convolutional, so inference may use larger windows
-                model = build_model(None, config.encoder_weights, config.decoder_dropout,
-                                    backbone=config.backbone, dropout_type=config.dropout_type)
-                opt = keras.optimizers.Adam(learning_rate=config.learning_rate, beta_1=config.beta_1,
-                                            beta_2=config.beta_2, epsilon=config.epsilon)
-                model.compile(optimizer=opt, loss=make_loss(config.dice_weight, config.bce_weight),
-                              metrics=[dice_score])
-                initial_epoch, best = 0, math.inf
-
-        iterations = int(model.optimizer.iterations.numpy()) if state is not None else 0
-        aug = AugmentParams.from_dict(config.augment)
-        sampler = PatchSampler(load_cases(preprocessed_dir, train_ids), config.patch_size,
-                               config.lesion_fraction, aug, seed=config.seed, center_jitter=config.center_jitter,
-                               border_overhang=config.border_overhang)
-        train_ds = make_dataset(sampler, config.batch_size, start_index=iterations * config.batch_size,
-                                num_parallel_calls=config.num_parallel_calls)
-        val_data = None
-        if val_ids:
-            vs = PatchSampler(load_cases(preprocessed_dir, val_ids), config.patch_size, 0.5, None,
-                              seed=config.seed + 1_000_003, center_jitter=config.center_jitter,
-                              border_overhang=config.border_overhang)
-            val_data = vs.arrays(max(1, config.val_patches_per_case * len(val_ids)))
-
-        _truncate_log(out_dir / LOG_FILE, initial_epoch)
-        callbacks: list[Any] = [
-            _make_callbacks_module()(out_dir, monitor, best, inference_factory=lambda: build_model(
-                None, None, config.decoder_dropout, backbone=config.backbone, dropout_type=config.dropout_type)),
-            keras.callbacks.CSVLogger(str(out_dir / LOG_FILE), append=initial_epoch > 0),
-            keras.callbacks.TensorBoard(log_dir=str(out_dir / "logs"), write_graph=False, profile_batch=0),
-            keras.callbacks.TerminateOnNaN(),
-        ]
-        if config.early_stopping_patience:
-            callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=config.early_stopping_patience,
-                                                           restore_best_weights=False))
-        callbacks.extend(extra_callbacks)
-        history = None
-        if initial_epoch < config.epochs:
-            history = model.fit(train_ds, steps_per_epoch=config.steps_per_epoch, epochs=config.epochs,
-                                initial_epoch=initial_epoch, validation_data=val_data,
-                                validation_batch_size=config.batch_size, callbacks=callbacks, verbose=2)
-        else:
-            log.info("checkpoint already has %d epoch(s) >= epochs=%d: nothing to train", initial_epoch, config.epochs)
-    finally:
-        keras.mixed_precision.set_global_policy(old_policy)
-
-    final_state = json.loads(state_path.read_text(encoding="utf-8")) if state_path.is_file() else {}
-    if not (out_dir / BEST_MODEL).is_file():  # e.g. every monitored value was NaN
-        raise RuntimeError(f"training in {out_dir} produced no {BEST_MODEL} (monitored {monitor} never finite)")
-    record.update(status="complete", epochs_completed=final_state.get("epoch"),
-                  optimizer_iterations=final_state.get("iterations"), best=final_state.get("best"),
-                  train_seconds_this_run=round(time.perf_counter() - t0, 1),
-                  stopped_early=bool(history is not None and final_state.get("epoch", 0) < config.epochs))
-    atomic_write_json(cfg_path, record)
-    log.info("training finished: %s epochs, best %s = %s; outputs in %s", record["epochs_completed"], monitor,
-             record["best"], out_dir)
+    history = _fit(out_dir, preprocessed_dir, train_ids, val_ids, config, monitor, state, extra_callbacks,
+                   strategy, use_mp)
+    _finish_record(out_dir, record, config, monitor, history, t0)
     return out_dir
 
 
@@ -304,6 +386,13 @@ def train(preprocessed_dir: PathLike, manifest_df: pd.DataFrame, out_dir: PathLi
 
 
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``bmstudy train`` options to ``parser``.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The sub-command's parser.
+    """
     parser.add_argument("--preprocessed", required=True, help="folder written by `bmstudy preprocess`")
     parser.add_argument("--manifest", required=True, help="data_manifest.csv (split column selects 'train')")
     parser.add_argument("--out", required=True, help="output folder (resumed if it holds a checkpoint)")
@@ -320,7 +409,18 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """The :class:`TrainConfig` described by parsed ``bmstudy train`` arguments."""
+    """The :class:`TrainConfig` described by parsed ``bmstudy train`` arguments.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed arguments (see :func:`add_cli_arguments`).
+
+    Returns
+    -------
+    TrainConfig
+        ``TrainConfig.from_profile(args.profile)`` with the options that were given as overrides.
+    """
     overrides: dict[str, Any] = {}
     for key in ("encoder_weights", "epochs", "steps_per_epoch", "batch_size", "learning_rate", "seed"):
         if getattr(args, key) is not None:
@@ -333,6 +433,18 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def cli_main(args: argparse.Namespace) -> int:
+    """Run ``bmstudy train``: train (or resume) and print the best model's path.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed arguments (see :func:`add_cli_arguments`).
+
+    Returns
+    -------
+    int
+        The exit status (0).
+    """
     from ..io.manifest import load_manifest
 
     config = config_from_args(args)

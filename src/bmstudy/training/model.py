@@ -19,6 +19,10 @@ Why the input is repeated to 3 channels: the ImageNet encoder weights are 3-chan
 single MR channel (the package author's advice) keeps them usable as they are. The repeat is part of
 the graph for random initialisation too, so pretrained and scratch models share one architecture.
 
+Loading (``load_trained``) reads a trained-model folder written by :func:`bmstudy.training.loop.train`
+(``model_best.keras`` or ``checkpoint/last.keras``, and ``train_config.json``); the file names are the
+constants below, shared with the loop.
+
 This module imports TensorFlow/Keras only inside functions.
 """
 from __future__ import annotations
@@ -27,16 +31,28 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..plan import DIVISOR, check_patch_size
 from ..utils import PathLike
 
+__all__ = ["DECODER_FILTERS", "DIVISOR", "ENCODER_NAME", "CHECKPOINT_DIR", "LAST_MODEL", "BEST_MODEL",
+           "CONFIG_FILE", "check_patch_size", "build_model", "decoder_dropout_layers", "make_loss", "dice_score", "custom_objects",
+           "dice_bce_numpy", "load_trained"]
+
+#: Filters of the 5 decoder blocks (those of ``segmentation_models_3D.Unet``).
 DECODER_FILTERS: tuple[int, ...] = (256, 128, 64, 32, 16)
-DIVISOR = 32  # five stride-2 stages in the encoder
+#: Name of the encoder sub-model inside :func:`build_model`'s model.
 ENCODER_NAME = "encoder"
+# File names of a trained-model folder (written by bmstudy.training.loop.train, read by load_trained).
+#: Sub-folder holding the last checkpoint (model with optimizer state + ``state.json``).
+CHECKPOINT_DIR = "checkpoint"
+#: The last checkpoint's model file inside :data:`CHECKPOINT_DIR`.
+LAST_MODEL = "last.keras"
+#: The best epoch's model, uncompiled (for inference).
+BEST_MODEL = "model_best.keras"
+#: The training record (config, cases, preprocessing parameters, versions, status).
+CONFIG_FILE = "train_config.json"
 
 _LOSS_CLASS: Any = None
-
-
-from ..plan import check_patch_size  # noqa: E402
 
 
 def build_model(
@@ -52,17 +68,40 @@ def build_model(
 ) -> Any:
     """Build the 3D U-Net (sm ResNet encoder, custom decoder with dropout in every block).
 
-    Args:
-        patch_size: spatial input size (int or 3 ints, multiples of 32), or ``None`` for a
-            fully-convolutional model accepting any multiple-of-32 size.
-        encoder_weights: optional path to a local 3-channel encoder weights file (``.h5``, e.g.
-            classification-models-3D's ``resnet34_inp_channel_3_tch_0_top_False.h5``). Never downloaded.
-        decoder_dropout: dropout rate closing each of the 5 decoder blocks (0 disables it).
-        backbone: sm backbone name (the study used ``resnet34``).
-        decoder_filters: filters of the 5 decoder blocks.
-        dropout_type: ``"spatial"`` (SpatialDropout3D) or ``"standard"`` (Dropout).
-    Returns:
-        An uncompiled ``keras.Model`` mapping (B, D, H, W, 1) -> (B, D, H, W, 1) probabilities.
+    Parameters
+    ----------
+    patch_size : int, sequence of 3 int or None
+        Spatial input size (multiples of 32), or ``None`` for a fully-convolutional model accepting
+        any multiple-of-32 size.
+    encoder_weights : str, PathLike or None, default=None
+        Path of a local 3-channel encoder weights file (``.h5``, e.g. classification-models-3D's
+        ``resnet34_inp_channel_3_tch_0_top_False.h5``). Never downloaded.
+    decoder_dropout : float, default=0.5
+        Dropout rate closing each of the 5 decoder blocks, in [0, 1) (0 disables it).
+    backbone : str, default="resnet34"
+        segmentation-models-3D backbone name (the study used ``resnet34``).
+    decoder_filters : sequence of 5 int, default=DECODER_FILTERS
+        Filters of the 5 decoder blocks.
+    dropout_type : {"spatial", "standard"}, default="spatial"
+        ``SpatialDropout3D`` (whole feature channels) or ``Dropout``.
+    decoder_use_batchnorm : bool, default=True
+        Batch normalisation after each decoder convolution (convolutions then have no bias).
+    name : str, default="unet3d_resnet34"
+        The model's name.
+
+    Returns
+    -------
+    keras.Model
+        Uncompiled, mapping (B, D, H, W, 1) images to (B, D, H, W, 1) float32 probabilities.
+
+    Raises
+    ------
+    ValueError
+        If ``decoder_dropout``, ``dropout_type``, ``decoder_filters`` or ``patch_size`` is invalid,
+        if ``encoder_weights="imagenet"`` (that would download), or if the weights file does not fit
+        the backbone (the message names the file).
+    FileNotFoundError
+        If ``encoder_weights`` is not an existing file.
     """
     if not 0.0 <= float(decoder_dropout) < 1.0:
         raise ValueError(f"decoder_dropout must be in [0, 1); got {decoder_dropout!r}")
@@ -71,20 +110,42 @@ def build_model(
     if len(decoder_filters) != 5:
         raise ValueError(f"decoder_filters needs 5 entries (one per decoder block); got {decoder_filters!r}")
     spatial = (None, None, None) if patch_size is None else check_patch_size(patch_size)
-    weights_path: Path | None = None
-    if encoder_weights is not None:
-        weights_path = Path(encoder_weights)
-        if str(encoder_weights).lower() == "imagenet":
-            raise ValueError(
-                "encoder_weights='imagenet' would download from GitHub; pass the local path of "
-                f"{backbone}_inp_channel_3_tch_0_top_False.h5 instead (bmstudy never downloads weights)"
-            )
-        if not weights_path.is_file():
-            raise FileNotFoundError(f"encoder weights file not found: {weights_path} (bmstudy never downloads weights)")
+    weights_path = _weights_file(encoder_weights, backbone)
 
     import keras
-    import segmentation_models_3D as sm
     from keras import layers
+
+    feature_model = _feature_model(backbone, spatial, weights_path)
+    inputs = keras.Input(shape=(*spatial, 1), name="image")
+    x3 = layers.Concatenate(axis=-1, name="repeat_to_rgb")([inputs, inputs, inputs])
+    x, *skips = feature_model(x3)
+    for stage, filters in enumerate(decoder_filters):
+        x = _decoder_block(x, skips[stage] if stage < len(skips) else None, stage, filters, decoder_dropout,
+                           dropout_type, decoder_use_batchnorm)
+    x = layers.Conv3D(1, 3, padding="same", kernel_initializer="glorot_uniform", name="final_conv")(x)
+    outputs = layers.Activation("sigmoid", dtype="float32", name="sigmoid")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def _weights_file(encoder_weights: PathLike | None, backbone: str) -> Path | None:
+    """The local encoder weights file, checked (``None`` for random initialisation); never downloads."""
+    if encoder_weights is None:
+        return None
+    weights_path = Path(encoder_weights)
+    if str(encoder_weights).lower() == "imagenet":
+        raise ValueError(
+            "encoder_weights='imagenet' would download from GitHub; pass the local path of "
+            f"{backbone}_inp_channel_3_tch_0_top_False.h5 instead (bmstudy never downloads weights)"
+        )
+    if not weights_path.is_file():
+        raise FileNotFoundError(f"encoder weights file not found: {weights_path} (bmstudy never downloads weights)")
+    return weights_path
+
+
+def _feature_model(backbone: str, spatial: Sequence[int | None], weights_path: Path | None) -> Any:
+    """sm's 3-channel ``backbone`` as the ``encoder`` sub-model: outputs ``[bottleneck, *4 skips]``."""
+    import keras
+    import segmentation_models_3D as sm
 
     encoder = sm.Backbones.get_backbone(backbone, input_shape=(*spatial, 3), weights=None, include_top=False)
     if weights_path is not None:
@@ -93,35 +154,49 @@ def build_model(
         except Exception as exc:  # noqa: BLE001 - re-raised with the file name
             raise ValueError(f"cannot load encoder weights from {weights_path} into {backbone}: {exc}") from exc
     skip_names = sm.Backbones.get_feature_layers(backbone, n=4)
-    feature_model = keras.Model(
+    return keras.Model(
         encoder.input,
         [encoder.output] + [encoder.get_layer(n).output for n in skip_names],
         name=ENCODER_NAME,
     )
 
-    inputs = keras.Input(shape=(*spatial, 1), name="image")
-    x3 = layers.Concatenate(axis=-1, name="repeat_to_rgb")([inputs, inputs, inputs])
-    x, *skips = feature_model(x3)
-    for stage, filters in enumerate(decoder_filters):
-        x = layers.UpSampling3D(size=2, name=f"decoder_stage{stage}_upsampling")(x)
-        if stage < len(skips):
-            x = layers.Concatenate(axis=-1, name=f"decoder_stage{stage}_concat")([x, skips[stage]])
-        for suffix in ("a", "b"):
-            x = layers.Conv3D(filters, 3, padding="same", use_bias=not decoder_use_batchnorm,
-                              kernel_initializer="he_uniform", name=f"decoder_stage{stage}{suffix}_conv")(x)
-            if decoder_use_batchnorm:
-                x = layers.BatchNormalization(axis=-1, name=f"decoder_stage{stage}{suffix}_bn")(x)
-            x = layers.Activation("relu", name=f"decoder_stage{stage}{suffix}_relu")(x)
-        if decoder_dropout > 0:
-            drop = layers.SpatialDropout3D if dropout_type == "spatial" else layers.Dropout
-            x = drop(float(decoder_dropout), name=f"decoder_stage{stage}_dropout")(x)
-    x = layers.Conv3D(1, 3, padding="same", kernel_initializer="glorot_uniform", name="final_conv")(x)
-    outputs = layers.Activation("sigmoid", dtype="float32", name="sigmoid")(x)
-    return keras.Model(inputs, outputs, name=name)
+
+def _decoder_block(x: Any, skip: Any, stage: int, filters: int, dropout: float, dropout_type: str,
+                   use_batchnorm: bool) -> Any:
+    """One decoder block (sm's ``DecoderUpsamplingX2Block`` layer names) closed by its dropout layer.
+
+    UpSampling3D x2 -> concat ``skip`` (if any) -> 2 x [Conv3D 3^3 (+ BN) + ReLU] -> dropout (if > 0).
+    """
+    from keras import layers
+
+    x = layers.UpSampling3D(size=2, name=f"decoder_stage{stage}_upsampling")(x)
+    if skip is not None:
+        x = layers.Concatenate(axis=-1, name=f"decoder_stage{stage}_concat")([x, skip])
+    for suffix in ("a", "b"):
+        x = layers.Conv3D(filters, 3, padding="same", use_bias=not use_batchnorm,
+                          kernel_initializer="he_uniform", name=f"decoder_stage{stage}{suffix}_conv")(x)
+        if use_batchnorm:
+            x = layers.BatchNormalization(axis=-1, name=f"decoder_stage{stage}{suffix}_bn")(x)
+        x = layers.Activation("relu", name=f"decoder_stage{stage}{suffix}_relu")(x)
+    if dropout > 0:
+        drop = layers.SpatialDropout3D if dropout_type == "spatial" else layers.Dropout
+        x = drop(float(dropout), name=f"decoder_stage{stage}_dropout")(x)
+    return x
 
 
 def decoder_dropout_layers(model: Any) -> dict[int, Any]:
-    """Map decoder stage -> its dropout layer (for inspection and tests)."""
+    """The dropout layer of each decoder block (for inspection and tests).
+
+    Parameters
+    ----------
+    model : keras.Model
+        A model from :func:`build_model`.
+
+    Returns
+    -------
+    dict of int to keras.layers.Layer
+        Decoder stage (0-4) -> its ``decoder_stage{i}_dropout`` layer (empty when dropout is 0).
+    """
     out = {}
     for layer in model.layers:
         if layer.name.startswith("decoder_stage") and layer.name.endswith("_dropout"):
@@ -174,12 +249,39 @@ def _get_loss_class() -> Any:
 
 
 def make_loss(dice_weight: float = 0.5, bce_weight: float = 0.5, smooth: float = 1e-5) -> Any:
-    """The study's hybrid loss (0.5 Dice + 0.5 BCE by default) as a serialisable Keras loss."""
+    """The study's hybrid loss (0.5 Dice + 0.5 BCE by default) as a serialisable Keras loss.
+
+    Parameters
+    ----------
+    dice_weight : float, default=0.5
+        Weight of ``1 - soft Dice`` (pooled over the whole batch).
+    bce_weight : float, default=0.5
+        Weight of the voxel-mean binary cross-entropy.
+    smooth : float, default=1e-5
+        Smoothing term of the soft Dice.
+
+    Returns
+    -------
+    keras.losses.Loss
+        A ``bmstudy>DiceBCELoss`` instance (registered, so compiled models reload with
+        :func:`custom_objects`); :func:`dice_bce_numpy` is its numpy reference.
+    """
     return _get_loss_class()(dice_weight=dice_weight, bce_weight=bce_weight, smooth=smooth)
 
 
 def dice_score(y_true: Any, y_pred: Any) -> Any:
-    """Hard Dice (threshold 0.5) over the whole batch, a Keras metric; 1.0 when both are empty."""
+    """Hard Dice (threshold 0.5) over the whole batch, a Keras metric.
+
+    Parameters
+    ----------
+    y_true, y_pred : tensor
+        Truth and predicted probabilities of the same shape.
+
+    Returns
+    -------
+    tensor
+        Scalar Dice of the thresholded batch; 1.0 when truth and prediction are both empty.
+    """
     from keras import ops
 
     t = ops.cast(y_true > 0.5, "float32")
@@ -189,14 +291,36 @@ def dice_score(y_true: Any, y_pred: Any) -> Any:
 
 
 def custom_objects() -> dict[str, Any]:
-    """Objects needed to deserialise a compiled bmstudy model."""
+    """Objects needed to deserialise a compiled bmstudy model.
+
+    Returns
+    -------
+    dict
+        ``custom_objects`` for ``keras.models.load_model``: the loss class (under both of its names)
+        and :func:`dice_score`.
+    """
     cls = _get_loss_class()
     return {"DiceBCELoss": cls, "bmstudy>DiceBCELoss": cls, "dice_score": dice_score}
 
 
 def dice_bce_numpy(y_true: Any, y_pred: Any, dice_weight: float = 0.5, bce_weight: float = 0.5,
                    smooth: float = 1e-5, eps: float = 1e-7) -> float:
-    """Float64 numpy reference of :class:`DiceBCELoss` (used by tests and notebooks)."""
+    """Float64 numpy reference of the loss made by :func:`make_loss` (used by tests and notebooks).
+
+    Parameters
+    ----------
+    y_true, y_pred : array-like
+        Truth and predicted probabilities of the same shape (the whole array is one batch).
+    dice_weight, bce_weight, smooth : float
+        As :func:`make_loss`.
+    eps : float, default=1e-7
+        Predictions are clipped to ``[eps, 1 - eps]``.
+
+    Returns
+    -------
+    float
+        ``dice_weight * (1 - soft Dice) + bce_weight * BCE``.
+    """
     import numpy as np
 
     t = np.asarray(y_true, dtype=np.float64)
@@ -212,15 +336,30 @@ def dice_bce_numpy(y_true: Any, y_pred: Any, dice_weight: float = 0.5, bce_weigh
 def load_trained(model_dir: PathLike, which: str = "best") -> tuple[Any, dict[str, Any]]:
     """Load a trained model and its ``train_config.json`` from a ``train()`` output folder.
 
-    Args:
-        model_dir: folder written by :func:`bmstudy.training.loop.train`.
-        which: ``"best"`` (``model_best.keras``) or ``"last"`` (``checkpoint/last.keras``).
-    Returns:
-        ``(model, config)``; the model is loaded without compiling (inference only).
+    Parameters
+    ----------
+    model_dir : str or PathLike
+        Folder written by :func:`bmstudy.training.loop.train`.
+    which : {"best", "last"}, default="best"
+        ``model_best.keras`` or the last checkpoint ``checkpoint/last.keras``.
+
+    Returns
+    -------
+    model : keras.Model
+        Loaded without compiling (inference only).
+    config : dict
+        The parsed ``train_config.json``.
+
+    Raises
+    ------
+    ValueError
+        If ``which`` is not ``"best"`` or ``"last"``, or ``train_config.json`` is not valid JSON.
+    FileNotFoundError
+        If ``train_config.json`` or the model file is missing.
     """
     model_dir = Path(model_dir)
-    cfg_path = model_dir / "train_config.json"
-    model_path = model_dir / ("model_best.keras" if which == "best" else "checkpoint/last.keras")
+    cfg_path = model_dir / CONFIG_FILE
+    model_path = model_dir / (BEST_MODEL if which == "best" else f"{CHECKPOINT_DIR}/{LAST_MODEL}")
     if which not in ("best", "last"):
         raise ValueError(f"which must be 'best' or 'last'; got {which!r}")
     for p in (cfg_path, model_path):

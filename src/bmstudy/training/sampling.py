@@ -1,31 +1,32 @@
-"""Training data: patch sampling from preprocessed cases, augmentation (volumentations-3D), tf.data.
+"""Training data: preprocessed cases, patch sampling (lesion-centred or uniform) and the ``tf.data`` stream.
+
+This module owns reading the training cases written by :mod:`bmstudy.preprocessing`
+(``<dir>/<patient_id>/image.npy, mask.npy, brain.npy, meta.json``; memory-mapped), choosing and
+cropping patches, :class:`PatchSampler` (patches + :func:`~bmstudy.training.augmentation.augment`)
+and :func:`make_dataset` (the infinite batched ``tf.data.Dataset`` that ``train`` fits on).
 
 Determinism: sample ``i`` of a :class:`PatchSampler` depends only on ``(seed, i)`` (its own
 ``numpy.random.Generator``), never on thread scheduling or on how many samples were drawn before, so a
 parallel ``tf.data`` map with ``deterministic=True`` yields the same batches on every run, and a resumed
 training run continues the exact sample sequence from ``start_index``.
 
-Augmentation uses volumentations-3D's transforms (``Flip``, ``ElasticTransform``, ``RandomGamma``) but
-draws their random parameters from our Generator and calls their ``apply``/``apply_to_mask`` methods,
-because the library's own sampling uses Python's global ``random`` module (neither seedable per sample
-nor thread-safe). NaN trap (STACK_NOTES): gamma is applied to the image rescaled to [0, 1] and the
-result mapped back to the original range; elastic output is clipped to the input's range.
-
 This module imports TensorFlow only inside :func:`make_dataset`.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from ..utils import PathLike, get_logger
+from ..plan import AugmentParams
+from ..utils import PathLike
+from .augmentation import augment
 
-log = get_logger("bmstudy.training.data")
-
+__all__ = ["load_preprocessed_case", "lesion_components", "Case", "load_cases", "extract_patch",
+           "sample_patch_start", "PatchSampler", "make_dataset"]
 
 # ----------------------------------------------------------------------------- case loading
 
@@ -33,8 +34,28 @@ log = get_logger("bmstudy.training.data")
 def load_preprocessed_case(preprocessed_dir: PathLike, patient_id: str, mmap: bool = True) -> dict[str, Any]:
     """Read one preprocessed case (``<dir>/<pid>/image.npy, mask.npy, brain.npy, meta.json``).
 
-    Uses memory-mapping by default so a cohort does not have to fit in RAM. Validates dtype and shape
-    agreement; errors name the case and the file.
+    Parameters
+    ----------
+    preprocessed_dir : str or PathLike
+        Folder written by ``bmstudy preprocess``.
+    patient_id : str
+        The case's folder name.
+    mmap : bool, default=True
+        Memory-map the arrays (read-only) so a cohort does not have to fit in RAM.
+
+    Returns
+    -------
+    dict
+        ``image`` (float, 3-D), ``mask`` (same shape), ``brain`` (only if ``brain.npy`` exists) and
+        ``meta`` (the parsed ``meta.json``, ``{}`` when absent).
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``image.npy`` or ``mask.npy`` is missing (the message names the case and the file).
+    ValueError
+        If an array cannot be read or is not 3-D, the shapes of image and mask differ, or the image is
+        not floating point (the message names the case and the file).
     """
     case_dir = Path(preprocessed_dir) / str(patient_id)
     out: dict[str, Any] = {}
@@ -60,7 +81,18 @@ def load_preprocessed_case(preprocessed_dir: PathLike, patient_id: str, mmap: bo
 
 
 def lesion_components(mask: np.ndarray) -> list[np.ndarray]:
-    """Voxel coordinates (n_i, 3) int32 of each 26-connected lesion component of ``mask``."""
+    """Voxel coordinates of each 26-connected lesion component of ``mask``.
+
+    Parameters
+    ----------
+    mask : ndarray of shape (D, H, W)
+        Lesion mask (voxels > 0 are lesion).
+
+    Returns
+    -------
+    list of ndarray of int32, shape (n_i, 3)
+        One coordinate array per component, in label order (empty list without lesions).
+    """
     from scipy import ndimage
 
     labels, n = ndimage.label(np.asarray(mask) > 0, structure=np.ones((3, 3, 3), dtype=bool))
@@ -76,7 +108,16 @@ def lesion_components(mask: np.ndarray) -> list[np.ndarray]:
 
 @dataclass
 class Case:
-    """One training case: (memory-mapped) image and mask plus its lesion components."""
+    """One training case: (memory-mapped) image and mask plus its lesion components.
+
+    Attributes
+    ----------
+    patient_id : str
+    image : ndarray of shape (D, H, W), float
+    mask : ndarray of shape (D, H, W)
+    lesions : list of ndarray
+        :func:`lesion_components` of ``mask``.
+    """
 
     patient_id: str
     image: np.ndarray
@@ -85,7 +126,24 @@ class Case:
 
 
 def load_cases(preprocessed_dir: PathLike, patient_ids: Sequence[str]) -> list[Case]:
-    """Load cases for sampling (images memory-mapped, lesion components precomputed)."""
+    """Load cases for sampling (images memory-mapped, lesion components precomputed).
+
+    Parameters
+    ----------
+    preprocessed_dir : str or PathLike
+        Folder written by ``bmstudy preprocess``.
+    patient_ids : sequence of str
+        The cases to load, in this order.
+
+    Returns
+    -------
+    list of Case
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        As :func:`load_preprocessed_case`.
+    """
     cases = []
     for pid in patient_ids:
         c = load_preprocessed_case(preprocessed_dir, pid)
@@ -97,7 +155,20 @@ def load_cases(preprocessed_dir: PathLike, patient_ids: Sequence[str]) -> list[C
 
 
 def extract_patch(volume: np.ndarray, start: Sequence[int], size: Sequence[int]) -> np.ndarray:
-    """Crop ``volume[start:start+size]`` with zero padding wherever the window leaves the volume."""
+    """Crop ``volume[start:start+size]`` with zero padding wherever the window leaves the volume.
+
+    Parameters
+    ----------
+    volume : ndarray of shape (D, H, W)
+    start : sequence of 3 int
+        Window origin (may be negative or beyond the volume).
+    size : sequence of 3 int
+        Window shape.
+
+    Returns
+    -------
+    ndarray of shape ``size``, dtype of ``volume``
+    """
     out = np.zeros(tuple(size), dtype=volume.dtype)
     src, dst = [], []
     for s, n, dim in zip(start, size, volume.shape):
@@ -119,7 +190,7 @@ def sample_patch_start(
     center_jitter: float = 0.25,
     border_overhang: float = 0.0,
 ) -> tuple[tuple[int, int, int], bool]:
-    """Choose a patch origin; returns ``(start, lesion_centred)``.
+    """Choose a patch origin, lesion-centred with probability ``lesion_fraction``.
 
     With probability ``lesion_fraction`` (and if the case has lesions) the patch is centred on a random
     voxel of a lesion component chosen uniformly (so small lesions are drawn as often as large ones),
@@ -127,7 +198,31 @@ def sample_patch_start(
     origin is uniform over positions keeping the patch inside the volume (centred with random padding
     when the volume is smaller than the patch), widened by ``border_overhang * patch`` on both sides so
     the model also sees zero-padded borders and empty background, as sliding-window inference does.
-    Windows may leave the volume; callers zero-pad.
+    Windows may leave the volume; callers zero-pad (:func:`extract_patch`).
+
+    Parameters
+    ----------
+    shape : sequence of 3 int
+        Volume shape.
+    patch_size : sequence of 3 int
+        Patch shape.
+    rng : numpy.random.Generator
+        Source of every draw.
+    lesions : sequence of ndarray, default=()
+        :func:`lesion_components` of the case.
+    lesion_fraction : float, default=0.5
+        Probability of a lesion-centred patch.
+    center_jitter : float, default=0.25
+        Maximum shift of a lesion-centred patch, as a fraction of the patch size.
+    border_overhang : float, default=0.0
+        How far a uniform patch may overhang the volume on each side, as a fraction of the patch size.
+
+    Returns
+    -------
+    start : tuple of 3 int
+        The patch origin.
+    lesion_centred : bool
+        Whether the patch was centred on a lesion.
     """
     if rng.random() < lesion_fraction and len(lesions) > 0:
         comp = lesions[int(rng.integers(len(lesions)))]
@@ -146,70 +241,36 @@ def sample_patch_start(
     return tuple(start), False  # type: ignore[return-value]
 
 
-# ----------------------------------------------------------------------------- augmentation
-
-
-from ..plan import AugmentParams  # noqa: E402
-
-
-def _gamma_rescaled(image: np.ndarray, gamma: float) -> np.ndarray:
-    """Gamma on ``image`` rescaled to [0, 1] then mapped back; exact-zero background stays 0."""
-    from volumentations import RandomGamma
-
-    lo, hi = float(image.min()), float(image.max())
-    if not np.isfinite(lo) or not np.isfinite(hi) or hi - lo < 1e-6:
-        return image
-    unit = np.clip((image - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
-    out = RandomGamma(gamma_limit=(100, 100)).apply(unit, gamma=gamma)
-    out = (np.clip(out, 0.0, 1.0) * (hi - lo) + lo).astype(np.float32)
-    out[image == 0] = 0.0
-    return out
-
-
-def augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
-            params: AugmentParams = AugmentParams()) -> tuple[np.ndarray, np.ndarray]:
-    """Left-right flip, elastic deformation and gamma (volumentations-3D), parameters drawn from ``rng``.
-
-    ``image`` float (D, H, W), ``mask`` uint8 (D, H, W); returns new arrays of the same dtypes. The output
-    is finite whenever the input is, and the mask is moved with the image (nearest neighbour).
-    """
-    from volumentations import ElasticTransform, Flip
-
-    if image.shape != mask.shape or image.ndim != 3:
-        raise ValueError(f"augment: image {image.shape} and mask {mask.shape} must be equal 3-D shapes")
-    image = np.asarray(image, dtype=np.float32)
-    mask = np.asarray(mask, dtype=np.uint8)
-    lo, hi = float(image.min()), float(image.max())
-    if rng.random() < params.flip_p:
-        flip = Flip(axis=0)
-        image, mask = np.ascontiguousarray(flip.apply(image)), np.ascontiguousarray(flip.apply_to_mask(mask))
-    if rng.random() < params.elastic_p:
-        deformation = float(rng.uniform(*params.elastic_deformation))
-        if deformation > 0:
-            sigmas = [deformation * s for s in image.shape]
-            alphas = [float(rng.uniform(s / 8, s / 2)) for s in sigmas]
-            state = int(rng.integers(0, 2**31 - 1))
-            el = ElasticTransform(deformation_limits=params.elastic_deformation, interpolation=1,
-                                  border_mode="constant", value=0, mask_value=0)
-            image = np.clip(el.apply(image, sigmas, alphas, random_state=state), min(lo, 0.0), max(hi, 0.0))
-            image = image.astype(np.float32)
-            mask = el.apply_to_mask(mask, sigmas, alphas, random_state=state).astype(np.uint8)
-    if rng.random() < params.gamma_p:
-        g0, g1 = params.gamma_limit
-        image = _gamma_rescaled(image, int(rng.integers(g0, g1 + 1)) / 100.0)
-    if not np.all(np.isfinite(image)):  # defensive: never feed NaN/inf to the optimiser
-        image = np.nan_to_num(image, nan=0.0, posinf=hi, neginf=lo).astype(np.float32)
-    return image, mask
-
-
 # ----------------------------------------------------------------------------- sampler + tf.data
 
 
 class PatchSampler:
     """Random (optionally lesion-centred, augmented) patches from a list of :class:`Case`.
 
-    ``sample(i)`` returns ``(image, mask)`` float32 arrays of shape ``(*patch_size, 1)``; it is a pure
-    function of ``(seed, i)``.
+    :meth:`sample` is a pure function of ``(seed, index)``: each sample draws the case, the patch
+    origin (:func:`sample_patch_start`) and the augmentation from ``default_rng([seed, index])``.
+
+    Parameters
+    ----------
+    cases : sequence of Case
+        The cases to sample from (uniformly).
+    patch_size : sequence of 3 int
+        Patch shape.
+    lesion_fraction : float, default=0.5
+        Share of lesion-centred patches, in [0, 1].
+    augment_params : AugmentParams or None, default=AugmentParams()
+        Augmentation settings; ``None`` disables augmentation (validation patches).
+    seed : int, default=0
+        Seed of the sample stream.
+    center_jitter : float, default=0.25
+        See :func:`sample_patch_start`.
+    border_overhang : float, default=0.0
+        See :func:`sample_patch_start`.
+
+    Raises
+    ------
+    ValueError
+        If ``cases`` is empty or ``lesion_fraction`` is outside [0, 1].
     """
 
     def __init__(self, cases: Sequence[Case], patch_size: Sequence[int], lesion_fraction: float = 0.5,
@@ -228,6 +289,18 @@ class PatchSampler:
         self.border_overhang = float(border_overhang)
 
     def sample(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Sample number ``index`` of the stream.
+
+        Parameters
+        ----------
+        index : int
+            Position in the stream (any order of calls gives the same sample).
+
+        Returns
+        -------
+        image : ndarray of float32, shape (*patch_size, 1)
+        mask : ndarray of float32 (0/1), shape (*patch_size, 1)
+        """
         rng = np.random.default_rng([self.seed, int(index)])
         case = self.cases[int(rng.integers(len(self.cases)))]
         start, _ = sample_patch_start(case.image.shape, self.patch_size, rng, case.lesions,
@@ -239,17 +312,52 @@ class PatchSampler:
         return img[..., None], msk[..., None].astype(np.float32)
 
     def arrays(self, n: int, start_index: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """``n`` consecutive samples stacked into (n, *patch, 1) arrays (validation sets, tests)."""
+        """``n`` consecutive samples stacked (validation sets, tests).
+
+        Parameters
+        ----------
+        n : int
+            Number of samples.
+        start_index : int, default=0
+            Index of the first sample.
+
+        Returns
+        -------
+        images, masks : ndarray of float32, shape (n, *patch_size, 1)
+        """
         pairs = [self.sample(start_index + i) for i in range(n)]
         return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
 
 
 def make_dataset(sampler: PatchSampler, batch_size: int, start_index: int = 0,
                  num_parallel_calls: int | None = None, prefetch: int | None = None) -> Any:
-    """Infinite ``tf.data.Dataset`` of ``(image, mask)`` batches, samples ``start_index, start_index+1, ...``.
+    """Infinite ``tf.data.Dataset`` of ``(image, mask)`` batches of samples ``start_index, start_index+1, ...``.
 
-    Parallel map (``deterministic=True``) + prefetch. ``num_parallel_calls=None`` means AUTOTUNE.
+    Parallel map (``deterministic=True``, so batches do not depend on thread scheduling) + prefetch.
     To resume after ``k`` optimiser steps pass ``start_index = k * batch_size``.
+
+    Parameters
+    ----------
+    sampler : PatchSampler
+        The sample stream.
+    batch_size : int
+        Samples per batch (the last incomplete batch is never reached: the stream is infinite).
+    start_index : int, default=0
+        Index of the first sample.
+    num_parallel_calls : int or None, default=None
+        Parallel ``map`` calls; ``None`` means ``tf.data.AUTOTUNE``.
+    prefetch : int or None, default=None
+        Batches to prefetch; ``None`` means ``tf.data.AUTOTUNE``.
+
+    Returns
+    -------
+    tf.data.Dataset
+        Elements ``(image, mask)`` of shape ``(batch_size, *patch_size, 1)``, float32.
+
+    Raises
+    ------
+    ValueError
+        If ``batch_size < 1``.
     """
     import tensorflow as tf
 

@@ -1,0 +1,170 @@
+"""Vessel mimics of the synthetic cases: bright tubular structures that are *not* metastases.
+
+Contrast-enhanced T1 shows enhancing vessels a segmentation model must not call lesions.
+:func:`render_vessels` paints the superior sagittal sinus (in the CSF layer over the top of the head,
+outside the brain), 4-8 thin cortical/parenchymal vessels (random walks inside the brain, away from the
+lesions) and the choroid plexus in the lateral ventricles, each with partial-volume edges, and returns
+a map of their cores (so tests can check the lesion mask never contains them).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from ..plan import SiteParams
+
+__all__ = ["paint_tube", "random_curve", "render_vessels"]
+
+
+def paint_tube(img: np.ndarray, pts_mm_vox: np.ndarray, radius: float, value: float, spacing: np.ndarray,
+               forbid: np.ndarray | None = None, record: np.ndarray | None = None) -> None:
+    """Paint a bright tube of ``radius`` mm along voxel-coordinate points (partial-volume edges).
+
+    Parameters
+    ----------
+    img : ndarray of float32
+        Image painted in place.
+    pts_mm_vox : ndarray of shape (n, 3)
+        Centre line in voxel coordinates (fewer than 2 points: nothing is painted).
+    radius : float
+        Tube radius in mm.
+    value : float
+        Intensity of the tube (white matter = 1).
+    spacing : ndarray
+        Voxel size in mm.
+    forbid : ndarray of bool, optional
+        Voxels the tube must not touch.
+    record : ndarray of bool, optional
+        Set to True where the tube covers >= half a voxel.
+    """
+    from scipy.spatial import cKDTree
+
+    if len(pts_mm_vox) < 2:
+        return
+    lo = np.maximum(np.floor(pts_mm_vox.min(0) - (radius + 2) / spacing).astype(int), 0)
+    hi = np.minimum(np.ceil(pts_mm_vox.max(0) + (radius + 2) / spacing).astype(int) + 1, img.shape)
+    sl = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+    grid = np.stack(np.meshgrid(*[np.arange(a, b) for a, b in zip(lo, hi)], indexing="ij"), -1).reshape(-1, 3)
+    dist, _ = cKDTree(pts_mm_vox * spacing).query(grid * spacing, distance_upper_bound=radius + 2)
+    frac = np.clip((radius + 0.5 * float(np.min(spacing)) - dist) / float(np.min(spacing)), 0, 1)
+    frac = frac.reshape(img[sl].shape).astype(np.float32)
+    if forbid is not None:
+        frac[forbid[sl]] = 0
+    img[sl] = img[sl] * (1 - frac) + value * frac
+    if record is not None:
+        record[sl] |= frac >= 0.5
+
+
+def random_curve(rng: np.random.Generator, start: np.ndarray, length_mm: float, spacing: np.ndarray,
+                 ok: np.ndarray, step_mm: float = 0.3) -> np.ndarray:
+    """Smooth random walk (voxel coordinates) that stops when it leaves ``ok``.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Draws the initial direction and the turns.
+    start : ndarray
+        Start voxel.
+    length_mm : float
+        Maximal length in mm.
+    spacing : ndarray
+        Voxel size in mm.
+    ok : ndarray of bool
+        Where the walk may go.
+    step_mm : float, default=0.3
+        Step length in mm.
+
+    Returns
+    -------
+    ndarray of shape (n, 3)
+        The points walked, ``start`` first.
+    """
+    d = rng.normal(size=3)
+    d /= np.linalg.norm(d)
+    p = start.astype(np.float64)
+    pts = [p.copy()]
+    for _ in range(int(length_mm / step_mm)):
+        d = d + rng.normal(0, 0.08, 3)
+        d /= np.linalg.norm(d)
+        p = p + d * step_mm / spacing
+        q = np.round(p).astype(int)
+        if np.any(q < 0) or np.any(q >= ok.shape) or not ok[tuple(q)]:
+            break
+        pts.append(p.copy())
+    return np.asarray(pts)
+
+
+def _cortical_vessels(rng: np.random.Generator, lab: np.ndarray, ok: np.ndarray, img: np.ndarray,
+                      site: SiteParams, spacing: np.ndarray, s: float, rec: np.ndarray) -> int:
+    """4-8 thin bright tubes inside the brain (CSF/GM starts), away from lesions; return how many."""
+    cand = np.argwhere(ok & ((lab == 5) | (lab == 6)))
+    target, made = int(rng.integers(4, 9)), 0
+    for _ in range(6 * target):  # walks that leave the brain at once are retried
+        if len(cand) == 0 or made == target:
+            break
+        start = cand[rng.integers(len(cand))]
+        pts = random_curve(rng, start, rng.uniform(12, 40) * max(s, 0.5), spacing, ok)
+        if len(pts) * 0.3 >= 4.0:  # at least 4 mm long
+            paint_tube(img, pts, rng.uniform(0.6, 1.2), site.tissue["vessel"] * rng.uniform(0.85, 1.05), spacing,
+                       forbid=~ok, record=rec)
+            made += 1
+    return made
+
+
+def render_vessels(rng: np.random.Generator, anat: dict[str, Any], img: np.ndarray, mask: np.ndarray,
+                   site: SiteParams, spacing: np.ndarray, s: float) -> tuple[int, np.ndarray]:
+    """Paint the vessel mimics into ``img`` (in place).
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        The case's render generator.
+    anat : dict
+        :func:`bmstudy.synthetic.anatomy.head_anatomy` output.
+    img : ndarray of float32
+        Image painted in place.
+    mask : ndarray
+        Lesion mask (vessels keep a margin of ~2.5 mm from it).
+    site : SiteParams
+        Vessel and plexus intensities of the site.
+    spacing : ndarray
+        Voxel size in mm.
+    s : float
+        Head scale (paper profile = 1).
+
+    Returns
+    -------
+    n_vessels : int
+        Number of vessel mimics painted.
+    cores : ndarray of bool
+        Where a vessel covers >= half a voxel.
+    """
+    lab, brain = anat["lab"], anat["brain"]
+    rec = np.zeros(lab.shape, bool)
+    shape = np.asarray(lab.shape)
+    centre_vox = (shape - 1) / 2.0 + anat["shift"] / spacing
+    near_lesion = ndimage.binary_dilation(mask.astype(bool), iterations=max(2, int(round(2.5 / float(np.min(spacing))))))
+    n = 0
+    # superior sagittal sinus: in the CSF layer along the midline, front to back over the top
+    ax, R, rb = anat["axes"], anat["R"], anat["rho_brain"]
+    rr = rb + 0.5 * (1 - rb) * 0.35
+    th = np.linspace(np.deg2rad(25), np.deg2rad(165), 400)
+    pts = np.stack([np.zeros_like(th), ax[1] * rr * np.cos(th), ax[2] * rr * np.sin(th)], 1) / spacing + centre_vox
+    paint_tube(img, pts, max(1.0, 2.5 * s), site.tissue["vessel"] * 0.95, spacing, forbid=brain, record=rec)
+    n += 1
+    # cortical / parenchymal vessels: thin bright tubes inside the brain, away from lesions
+    ok = brain & ~near_lesion & (lab != 9)
+    n += _cortical_vessels(rng, lab, ok, img, site, spacing, s, rec)
+    # choroid plexus inside the lateral ventricles
+    vent = anat["vent"] & ~near_lesion
+    vc = np.argwhere(vent)
+    for _ in range(2):
+        if len(vc) == 0:
+            break
+        pts = random_curve(rng, vc[rng.integers(len(vc))], 10 * max(s, 0.5), spacing, vent)
+        if len(pts) > 5:
+            paint_tube(img, pts, max(0.8, 1.5 * s), site.tissue["plexus"], spacing, forbid=~vent, record=rec)
+            n += 1
+    return n, rec

@@ -1,0 +1,145 @@
+"""Checkpoint and resume of a training run: the per-epoch checkpoint callback and the resume checks.
+
+This module owns ``<out_dir>/checkpoint/`` of a :func:`bmstudy.training.loop.train` run: after every
+epoch, :func:`epoch_checkpoint_class`'s callback writes ``checkpoint/last.keras`` (model WITH optimizer
+state) and ``checkpoint/state.json`` (completed epochs, optimizer iterations, monitored value, the
+epoch's logs), and ``model_best.keras`` (uncompiled) when the monitored value improved. Every file is
+written atomically, so a kill mid-save leaves the previous checkpoint intact (the reason this is not
+``keras.callbacks.ModelCheckpoint``, which writes in place). :func:`resume_state` reads the state back
+and refuses a checkpoint trained with another config; :func:`truncate_log` drops CSV-log rows of
+epochs the checkpoint does not hold.
+
+Keras is imported only inside :func:`epoch_checkpoint_class`.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..plan import TrainConfig
+from ..utils import atomic_path, atomic_to_csv, atomic_write_json, get_logger
+from .model import BEST_MODEL, CHECKPOINT_DIR, CONFIG_FILE, LAST_MODEL
+
+__all__ = ["STATE_FILE", "epoch_checkpoint_class", "resume_state", "truncate_log"]
+
+log = get_logger("bmstudy.training.checkpoint")
+
+#: The last checkpoint's state (epochs, optimizer iterations, best value) inside :data:`CHECKPOINT_DIR`.
+STATE_FILE = "state.json"
+
+
+def epoch_checkpoint_class() -> Any:
+    """The Keras callback class that saves the best model and the last checkpoint after every epoch.
+
+    A factory so that importing this module needs no Keras.
+
+    Returns
+    -------
+    type
+        ``EpochCheckpoint(out_dir, monitor, best=inf, inference_factory=None)``, a
+        ``keras.callbacks.Callback``. ``best`` is the best monitored value so far (from the checkpoint
+        when resuming); ``inference_factory`` builds an uncompiled twin of the model into which the
+        weights are copied before saving ``model_best.keras`` (``None``: save the trained model itself,
+        optimizer included).
+    """
+    import keras
+
+    class EpochCheckpoint(keras.callbacks.Callback):
+        """Atomic best-model and last-checkpoint (with optimizer) saving after every epoch."""
+
+        def __init__(self, out_dir: Path, monitor: str, best: float = math.inf,
+                     inference_factory: Any = None) -> None:
+            super().__init__()
+            self.out_dir, self.monitor, self.best = out_dir, monitor, best
+            self.inference_factory, self._inference_model = inference_factory, None
+
+        def _save_best(self, path: Path) -> None:
+            # Keras 3 .keras files always carry the optimizer of a compiled model (3x the size);
+            # the best model is for inference, so save an uncompiled twin with the same weights.
+            if self.inference_factory is None:
+                self.model.save(path)
+                return
+            if self._inference_model is None:
+                self._inference_model = self.inference_factory()
+            self._inference_model.set_weights(self.model.get_weights())
+            self._inference_model.save(path)
+
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            logs = dict(logs or {})
+            value = logs.get(self.monitor)
+            if value is not None and np.isfinite(value) and value < self.best:
+                log.info("epoch %d: %s improved %.5f -> %.5f, saving %s", epoch + 1, self.monitor,
+                         self.best, value, BEST_MODEL)
+                self.best = float(value)
+                with atomic_path(self.out_dir / BEST_MODEL) as tmp:
+                    self._save_best(tmp)
+            ckpt = self.out_dir / CHECKPOINT_DIR
+            with atomic_path(ckpt / LAST_MODEL) as tmp:
+                self.model.save(tmp)
+            atomic_write_json(ckpt / STATE_FILE, {
+                "epoch": epoch + 1,
+                "iterations": int(self.model.optimizer.iterations.numpy()),
+                "monitor": self.monitor, "best": self.best,
+                "logs": {k: float(v) for k, v in logs.items()},
+            })
+
+    return EpochCheckpoint
+
+
+def resume_state(out_dir: Path, config: TrainConfig) -> dict[str, Any] | None:
+    """The checkpoint state to resume ``out_dir`` from.
+
+    Parameters
+    ----------
+    out_dir : pathlib.Path
+        The run's output folder.
+    config : TrainConfig
+        The config of the run about to start.
+
+    Returns
+    -------
+    dict or None
+        The parsed ``checkpoint/state.json`` (``epoch``, ``iterations``, ``monitor``, ``best``,
+        ``logs``), or ``None`` when there is no checkpoint.
+
+    Raises
+    ------
+    ValueError
+        If ``train_config.json`` records a config that differs from ``config`` in anything but
+        ``epochs`` (which may be raised to train longer).
+    """
+    state_path = out_dir / CHECKPOINT_DIR / STATE_FILE
+    if not state_path.is_file():
+        return None
+    state = json.loads(state_path.read_text(encoding="utf-8"))
+    cfg_path = out_dir / CONFIG_FILE
+    if cfg_path.is_file():
+        old = dict(json.loads(cfg_path.read_text(encoding="utf-8")).get("config", {}))
+        new = config.to_dict()
+        old.pop("epochs", None), new.pop("epochs", None)
+        if json.loads(json.dumps(old)) != json.loads(json.dumps(new)):
+            raise ValueError(f"{out_dir} holds a checkpoint trained with a different config; "
+                             "use a new out_dir or resume=False")
+    return state
+
+
+def truncate_log(path: Path, n_epochs: int) -> None:
+    """Keep only the rows of checkpointed epochs in the CSV log, before appending to it on resume.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The CSV log (nothing happens when it does not exist).
+    n_epochs : int
+        Epochs held by the checkpoint; rows with ``epoch >= n_epochs`` are dropped (atomic rewrite).
+    """
+    if not path.is_file():
+        return
+    df = pd.read_csv(path)
+    if "epoch" in df.columns and (df["epoch"] >= n_epochs).any():
+        atomic_to_csv(df[df["epoch"] < n_epochs], path)
