@@ -60,6 +60,9 @@ def _executed_notebook(path: Path, title: str, table: pd.DataFrame, printed: str
         nbformat.v4.new_code_cell("secret_param_injected = 2", metadata={"tags": ["injected-parameters"]},
                                   execution_count=2),
         table_cell, fig_cell, widget_cell,
+        # the runner's hidden last cell (records the bmstudy modules the kernel loaded)
+        nbformat.v4.new_code_cell("def _bmstudy_record_modules(): pass", metadata={"tags": ["bmstudy-module-record"]},
+                                  execution_count=7),
     ]
     if printed:  # a cell that prints a path of the machine (e.g. its output folder)
         cell = nbformat.v4.new_code_cell("print(out_dir)", execution_count=6)
@@ -90,6 +93,9 @@ def built(tmp_path_factory, repo_root):
         "packages": {"numpy": "1.26.4"}, "plan": {"path": "plan.json", "hash": plan.hash()},
         "manifest": {"path": str(manifest), "sha256": "9" * 64, "source": "user"},
         "user_parameters": {"train.epochs": 7, "work_log": str(tmp / "work.log")},
+        "case_summary": {"02_preprocessing": {"table": "02_preprocessing/preprocess_report.csv", "n": 25,
+                                              "counts": {"ok": 6, "excluded": 19},
+                                              "reasons": ["INT004: mask_labels needed: values [2, 4]"]}},
         "stages": {"01_cohort": {"status": "ok", "last_action": "ran", "started": "2026-01-01T00:00:00+00:00",
                                  "finished": "2026-01-01T00:00:05+00:00", "seconds": 5.0,
                                  "fingerprint": "f" * 64, "notebook": str(repo_root / "notebooks" / "01_cohort.ipynb"),
@@ -111,6 +117,11 @@ def test_book_pages_contain_tables_and_figures(built):
     chapter = (html / "chapters" / "05_metrics.html").read_text(encoding="utf-8")
     assert "Metrics chapter" in chapter and "<table" in chapter and "<img" in chapter
     assert "secret_param" not in chapter  # parameters and injected-parameters cells are hidden
+    assert "_bmstudy_record_modules" not in chapter  # so is the runner's module-record cell
+    # failure accounting (issue 10): cases per stage with the first reasons, before the tables
+    assert "Cases per stage" in results and "19 case(s) were excluded or failed" in results
+    assert "INT004: mask_labels needed: values [2, 4]" in results
+    assert results.find("19 case(s) were excluded") < results.find("Table 2 beside the paper")
     assert "progress 3/3" in chapter and "widget-view" not in chapter  # widget output degraded to text
     assert not (html / "chapters" / "05_metrics.failed.html").exists()
     intro = (html / "intro.html").read_text(encoding="utf-8")

@@ -202,7 +202,8 @@ def test_study_stage_graph_is_consistent():
     sections = {s.name: s.plan_sections for s in pipeline.STAGES}
     assert sections == {"01_cohort": ("seed", "test_fraction", "synth"), "02_preprocessing": ("preprocess", "n_jobs"),
                         "03_training": ("train", "gpu", "seed"), "04_inference": ("inference", "gpu"),
-                        "05_metrics": ("evaluation",), "06_subgroups": ("evaluation", "seed"), "07_timing": ()}
+                        "05_metrics": ("evaluation",), "06_subgroups": ("evaluation", "seed"),
+                        "07_timing": ("evaluation",)}  # 07 reads P.evaluation.splits
     from bmstudy.reporting.book import STAGE_DESCRIPTIONS
 
     assert all(s.description and "\n" not in s.description for s in pipeline.STAGES)

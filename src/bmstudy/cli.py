@@ -2,12 +2,23 @@
 
 Each stage module defines ``add_cli_arguments(parser)`` and ``cli_main(args) -> int`` and must not
 import TensorFlow at module level (so ``bmstudy --help`` stays fast).
+
+Exit status, the same for every command: :data:`EXIT_OK` (0) everything done and every case ok;
+:data:`EXIT_PARTIAL` (3) some cases were excluded or failed while the others completed;
+:data:`EXIT_FAILED` (1) the command itself failed (bad arguments or data, a failed stage, a locked
+folder, an I/O error such as a read-only or full output folder: one line naming the path, no
+traceback); 2 usage errors (argparse); 130 interrupted (Ctrl-C).
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
+import traceback
+
+#: Exit codes of every ``bmstudy`` command (see the module docstring).
+EXIT_OK, EXIT_PARTIAL, EXIT_FAILED = 0, 3, 1
+EXIT_INTERRUPTED = 130
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -19,9 +30,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("bmstudy.inference.predictor", "sliding-window prediction; masks back in the input's space"),
     "evaluate": ("bmstudy.evaluation.evaluate", "per-patient and lesion-wise metrics for a prediction folder"),
     "plan": ("bmstudy.study.plan_cli", "print the resolved study plan (profile + overrides) as JSON"),
-    "run": ("bmstudy.study.runner", "run the study notebooks with papermill into runs/<name>/"),
+    "run": ("bmstudy.study.run_cli", "run the study notebooks with papermill into runs/<name>/"),
     "book": ("bmstudy.reporting.book", "build the Jupyter Book HTML report from a run"),
 }
+
+
+#: Sub-commands whose per-case loop can run on a Dask cluster (``--dask-scheduler``).
+DASK_COMMANDS: tuple[str, ...] = ("synth", "preprocess", "predict", "evaluate")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,8 +60,23 @@ def build_parser() -> argparse.ArgumentParser:
             raise
         p = sub.add_parser(name, help=help_text, description=help_text)
         mod.add_cli_arguments(p)
+        if name in DASK_COMMANDS:
+            p.add_argument("--dask-scheduler", default=None, metavar="ADDR",
+                           help="run the per-case work on Dask: tcp://HOST:PORT of a scheduler, or 'local'")
         p.set_defaults(_module=mod)
     return parser
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    """The sub-command, inside a Dask executor context when ``--dask-scheduler`` was given."""
+    scheduler = getattr(args, "dask_scheduler", None)
+    if not scheduler:
+        return int(args._module.cli_main(args) or 0)
+    from .executors import use_executor
+
+    jobs = getattr(args, "jobs", None) or getattr(args, "n_jobs", None) or 1
+    with use_executor(scheduler, max(1, int(jobs))):
+        return int(args._module.cli_main(args) or 0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,8 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     Returns
     -------
     int
-        The sub-command's exit status; 1 after a ``ValueError``, ``FileNotFoundError`` or
-        ``RuntimeError`` (printed as ``bmstudy COMMAND: error: ...``); 2 without a sub-command.
+        The sub-command's exit status (:data:`EXIT_OK`, :data:`EXIT_PARTIAL`, :data:`EXIT_FAILED`); 1
+        after any exception, printed as one line ``bmstudy COMMAND: error: ...`` (an ``OSError`` names
+        the path it concerns; an unexpected exception type also prints its traceback); 2 without a
+        sub-command; 130 on Ctrl-C.
     """
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -69,10 +101,40 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args._module.cli_main(args) or 0)
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        return _run_command(args)
+    except KeyboardInterrupt:
+        print(f"bmstudy {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except OSError as exc:  # FileNotFoundError, PermissionError, disk full, read-only file system
+        print(f"bmstudy {args.command}: error: {os_error_message(exc)}", file=sys.stderr)
+        return EXIT_FAILED
+    except (ValueError, RuntimeError, KeyError) as exc:
         print(f"bmstudy {args.command}: error: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
+    except Exception as exc:  # noqa: BLE001 - a bug: keep the traceback, but one exit code
+        traceback.print_exc()
+        print(f"bmstudy {args.command}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def os_error_message(exc: OSError) -> str:
+    """One line for an ``OSError``: what failed and the path(s) it names.
+
+    Parameters
+    ----------
+    exc : OSError
+        E.g. ``PermissionError(13, 'Permission denied', '/out/x.csv')``.
+
+    Returns
+    -------
+    str
+        ``/out/x.csv: Permission denied (PermissionError)``; an exception without a file name (the
+        stage modules' own messages, which name their files) is printed as it is.
+    """
+    if exc.filename is None:
+        return str(exc)
+    paths = str(exc.filename) + (f" -> {exc.filename2}" if getattr(exc, "filename2", None) else "")
+    return f"{paths}: {exc.strerror or exc} ({type(exc).__name__})"
 
 
 if __name__ == "__main__":

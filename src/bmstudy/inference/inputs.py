@@ -22,7 +22,7 @@ from typing import NamedTuple, Sequence
 import pandas as pd
 
 from ..io.discovery import IMAGE_SUFFIXES, find_volumes, is_dicom_series, volume_case_id
-from ..utils import PathLike, get_logger
+from ..utils import PathLike, duplicate_ids, get_logger, id_problem
 
 __all__ = [
     "VOLUME_SUFFIXES",
@@ -31,6 +31,7 @@ __all__ = [
     "case_id_from_path",
     "cases_from_input",
     "match_brain_masks",
+    "check_case_ids",
 ]
 
 log = get_logger("bmstudy.inference.inputs")
@@ -107,8 +108,12 @@ def _load_prediction_manifest(path: Path) -> pd.DataFrame:
     df = df.apply(lambda col: col.str.strip())
     problems = [f"{path} row {i + 2}: empty {col}" for col in ("patient_id", "image")
                 for i in range(len(df)) if df[col].iat[i] == ""]
+    problems += [f"{path} row {i + 2}: unsafe patient_id {v!r}: {why}" for i, v in enumerate(df["patient_id"])
+                 if v != "" and (why := id_problem(v)) is not None]
     dup = sorted(set(df["patient_id"][df["patient_id"].duplicated() & (df["patient_id"] != "")]))
     problems += [f"{path}: duplicate patient_id {d!r}" for d in dup]
+    problems += [f"{path}: patient_ids {g} differ only in letter case (the same output files on case-insensitive "
+                 "file systems)" for g in duplicate_ids(df["patient_id"]) if len(set(g)) > 1]
     if problems:
         raise ValueError("\n".join(problems))
     for col in ("image", "brain_mask"):
@@ -240,7 +245,8 @@ def cases_from_input(
     FileNotFoundError
         If ``source`` does not exist or a folder holds no volumes.
     ValueError
-        For a manifest without ``patient_id`` / ``image``, empty or duplicate ids.
+        For a manifest without ``patient_id`` / ``image``, empty, duplicate or unsafe ids
+        (:func:`check_case_ids`; also in folder mode, where the id comes from the file name).
     """
     if isinstance(source, pd.DataFrame):
         cases = _cases_from_frame(source, splits)
@@ -257,5 +263,31 @@ def cases_from_input(
             cases = [PredictionCase(case_id_from_path(path), path)]
     if brain_mask is not None:
         cases = match_brain_masks(cases, brain_mask)
+    check_case_ids(cases)
     return cases
+
+
+def check_case_ids(cases: Sequence[PredictionCase]) -> None:
+    """Refuse ids that would write outside the output folder or onto another case's files.
+
+    Parameters
+    ----------
+    cases : sequence of PredictionCase
+        The cases to predict.
+
+    Raises
+    ------
+    ValueError
+        Listing every case (id and image) whose id is unsafe (:func:`bmstudy.utils.id_problem`),
+        and ids that are equal or differ only in letter case.
+    """
+    problems = [f"{c.image}: patient_id {c.patient_id!r} {why} (rename the file or fix the manifest)"
+                for c in cases if (why := id_problem(c.patient_id)) is not None]
+    by_id = {}
+    for c in cases:
+        by_id.setdefault(c.patient_id.casefold(), []).append(c)
+    problems += [f"patient_ids {[c.patient_id for c in g]} ({', '.join(str(c.image) for c in g)}) name the same "
+                 "output files" for g in by_id.values() if len(g) > 1]
+    if problems:
+        raise ValueError("cannot predict: unsafe or clashing patient ids:\n" + "\n".join(problems[:20]))
 

@@ -13,7 +13,8 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from ..utils import PathLike, atomic_to_csv, file_sha256
+from ..utils import PathLike, atomic_to_csv, duplicate_ids, file_sha256, id_problem
+from .headers import Problem, header_problems
 
 REQUIRED_COLUMNS: tuple[str, ...] = (
     "patient_id", "site", "split", "age", "sex", "cancer_type", "image", "mask", "manual_seconds",
@@ -25,7 +26,19 @@ CANCER_TYPES: tuple[str, ...] = ("lung", "other")
 
 
 class ManifestError(ValueError):
-    """A manifest problem; the message names the file, row (CSV line) and column."""
+    """A manifest problem; the message names the file, row (CSV line) and column.
+
+    Parameters
+    ----------
+    message : str
+        The text (one line per problem).
+    problems : list of Problem, optional
+        The problems as rows (``bmstudy validate`` prints them as one table).
+    """
+
+    def __init__(self, message: str, problems: Sequence[Problem] | None = None) -> None:
+        super().__init__(message)
+        self.problems = list(problems or [])
 
 
 def _where(path: Path | None, idx: int | None = None, col: str | None = None, pid: str | None = None) -> str:
@@ -39,25 +52,66 @@ def _where(path: Path | None, idx: int | None = None, col: str | None = None, pi
     return ", ".join(parts)
 
 
-def _check_ids(out: pd.DataFrame, src: Path | None) -> None:
-    """Raise for empty or duplicate patient ids (before any other check)."""
-    errors = [f"{_where(src, i, 'patient_id')}: empty patient_id" for i, v in enumerate(out["patient_id"]) if v == ""]
+def _problem(out: pd.DataFrame, i: int | None, col: str, msg: str, file: str = "") -> Problem:
+    pid = "" if i is None else str(out["patient_id"].iat[i])
+    return Problem(None if i is None else i + 2, pid, col, file, msg)
+
+
+def problem_text(p: Problem, src: Path | None) -> str:
+    """One problem as the error line ``FILE, line N, patient_id='P', column 'c': problem``.
+
+    Parameters
+    ----------
+    p : Problem
+        The problem.
+    src : Path or None
+        The manifest file.
+
+    Returns
+    -------
+    str
+    """
+    idx = None if p.line is None else p.line - 2
+    return f"{_where(src, idx, p.column or None, p.patient_id if idx is not None else None)}: {p.problem}"
+
+
+def _raise(problems: Sequence[Problem], src: Path | None) -> None:
+    if problems:
+        raise ManifestError("\n".join(problem_text(p, src) for p in problems), problems)
+
+
+def _check_ids(out: pd.DataFrame) -> list[Problem]:
+    """Empty, unsafe (:func:`bmstudy.utils.id_problem`) and duplicate patient ids (also ignoring letter case)."""
+    problems = []
+    for i, v in enumerate(out["patient_id"]):
+        why = id_problem(v)
+        if why is not None:
+            problems.append(_problem(out, i, "patient_id", "empty patient_id" if why == "empty" else
+                                     f"unsafe patient_id: {why} (it names output files and folders)"))
+    ids = list(out["patient_id"])
     dup = out["patient_id"].duplicated(keep=False) & (out["patient_id"] != "")
     for i in np.flatnonzero(dup.to_numpy()):
-        errors.append(f"{_where(src, int(i), 'patient_id', out['patient_id'].iat[i])}: duplicate patient_id")
-    if errors:
-        raise ManifestError("\n".join(errors))
+        problems.append(_problem(out, int(i), "patient_id", "duplicate patient_id"))
+    exact = set(out["patient_id"][dup])
+    for group in duplicate_ids(v for v in ids if v != ""):
+        if len(set(group)) > 1:
+            for i, v in enumerate(ids):
+                if v in group and v not in exact:
+                    problems.append(_problem(out, i, "patient_id", f"duplicate patient_id ignoring letter case "
+                                                                   f"({', '.join(sorted(set(group)))}: the same files "
+                                                                   "on case-insensitive file systems)"))
+    return problems
 
 
-def _check_fields(df: pd.DataFrame, out: pd.DataFrame, src: Path | None, age_range: tuple[float, float],
-                  cancer_types: Sequence[str]) -> list[str]:
-    """Normalise (in ``out``) and check age, sex, cancer type, split, site and manual seconds; returns the errors."""
-    errors: list[str] = []
+def _check_fields(df: pd.DataFrame, out: pd.DataFrame, age_range: tuple[float, float],
+                  cancer_types: Sequence[str]) -> list[Problem]:
+    """Normalise (in ``out``) and check age, sex, cancer type, split, site and manual seconds; returns the problems."""
+    errors: list[Problem] = []
 
     def check_col(col: str, ok: Iterable[bool], msg: str) -> None:
         for i, good in enumerate(ok):
             if not good:
-                errors.append(f"{_where(src, i, col, out['patient_id'].iat[i])}: {msg} (got {df[col].iat[i]!r})")
+                errors.append(_problem(out, i, col, f"{msg} (got {df[col].iat[i]!r})"))
 
     age = pd.to_numeric(out["age"], errors="coerce")
     check_col("age", (np.isfinite(a) and age_range[0] <= a <= age_range[1] for a in age),
@@ -79,9 +133,9 @@ def _check_fields(df: pd.DataFrame, out: pd.DataFrame, src: Path | None, age_ran
     return errors
 
 
-def _resolve_paths(out: pd.DataFrame, src: Path | None, base: Path, check_files: bool) -> list[str]:
-    """Resolve (in ``out``) the path columns against ``base``; returns the errors (empty or missing files)."""
-    errors: list[str] = []
+def _resolve_paths(out: pd.DataFrame, base: Path, check_files: bool) -> list[Problem]:
+    """Resolve (in ``out``) the path columns against ``base``; returns the problems (empty or missing files)."""
+    errors: list[Problem] = []
     for col in PATH_COLUMNS:
         if col not in out.columns:
             continue
@@ -91,16 +145,31 @@ def _resolve_paths(out: pd.DataFrame, src: Path | None, base: Path, check_files:
             raw = "" if raw is None or (isinstance(raw, float) and np.isnan(raw)) else str(raw).strip()
             if raw == "":
                 if required:
-                    errors.append(f"{_where(src, i, col, out['patient_id'].iat[i])}: empty path")
+                    errors.append(_problem(out, i, col, "empty path"))
                 resolved.append("")
                 continue
             p = Path(raw)
             p = p if p.is_absolute() else (base / p)
             if check_files and not p.exists():
-                errors.append(f"{_where(src, i, col, out['patient_id'].iat[i])}: file not found: {p}")
+                errors.append(_problem(out, i, col, f"file not found: {p}", str(p)))
             resolved.append(str(p.resolve() if p.exists() else p))
         out[col] = resolved
     return errors
+
+
+def _missing_columns(df: pd.DataFrame, src: Path | None) -> None:
+    """Raise for missing required columns, with a hint when the file looks ``;``- or tab-separated."""
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if not missing:
+        return
+    hint = ""
+    for sep, name in ((";", ";"), ("\t", "tab")):
+        if any(sep in str(c) for c in df.columns):
+            hint = (f"; the header looks {name}-separated ({str(df.columns[0])[:60]!r}...): "
+                    "save the manifest comma-separated")
+            break
+    msg = f"missing required column(s) {missing}; expected {list(REQUIRED_COLUMNS)}{hint}"
+    raise ManifestError(f"{_where(src)}: {msg}", [Problem(None, "", "", str(src or ""), msg)])
 
 
 def validate_manifest(
@@ -136,26 +205,32 @@ def validate_manifest(
     Raises
     ------
     ManifestError
-        On the first class of problem found, listing every offending row.
+        Listing every problem found (one line each, also as ``.problems`` rows): missing columns (alone),
+        empty, unsafe (not ``[A-Za-z0-9][A-Za-z0-9._-]*`` or holding ``..``) or duplicate patient ids
+        (also ignoring letter case), bad field values, empty paths and missing files.
     """
     src = Path(source) if source is not None else None
+    out, problems = _validated(df, base_dir, src, check_files, age_range, cancer_types)
+    _raise(problems, src)
+    return out
+
+
+def _validated(df: pd.DataFrame, base_dir: PathLike | None, src: Path | None, check_files: bool,
+               age_range: tuple[float, float], cancer_types: Sequence[str]) -> tuple[pd.DataFrame, list[Problem]]:
+    """The normalised manifest and every problem found (missing columns raise at once)."""
     base = Path(base_dir) if base_dir is not None else Path.cwd()
-    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
-    if missing:
-        raise ManifestError(f"{_where(src)}: missing required column(s) {missing}; expected {list(REQUIRED_COLUMNS)}")
+    _missing_columns(df, src)
     out = df.copy()
     for col in ("patient_id", "site", "split", "sex", "cancer_type", "image", "mask"):
         out[col] = out[col].astype("string").fillna("").str.strip().astype(object)
-    _check_ids(out, src)
-    errors = _check_fields(df, out, src, age_range, cancer_types)
-    errors += _resolve_paths(out, src, base, check_files)
-    if errors:
-        raise ManifestError("\n".join(errors))
+    problems = _check_ids(out)
+    problems += _check_fields(df, out, age_range, cancer_types)
+    problems += _resolve_paths(out, base, check_files)
     out = out.reset_index(drop=True)
     out.attrs["manifest_dir"] = str(base.resolve())
     if src is not None:
         out.attrs["manifest_path"] = str(src.resolve())
-    return out
+    return out, problems
 
 
 def load_manifest(path: PathLike, *, check_files: bool = True, **kwargs) -> pd.DataFrame:
@@ -177,18 +252,30 @@ def load_manifest(path: PathLike, *, check_files: bool = True, **kwargs) -> pd.D
     Raises
     ------
     ManifestError
-        When the file is missing, not CSV, or invalid.
+        When the file is missing, empty (or a header without rows), not CSV, or invalid.
     """
     path = Path(path)
+    df = _read_csv(path)
+    return validate_manifest(df, path.parent, source=path, check_files=check_files, **kwargs)
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    """The manifest CSV as read (``split`` empty, not NaN); ManifestError when missing, empty or not CSV."""
     if not path.is_file():
         raise ManifestError(f"manifest not found: {path}")
+    if not path.read_bytes().strip():
+        raise ManifestError(f"{path}: the manifest is empty (expected a header line with {list(REQUIRED_COLUMNS)} "
+                            "and one row per patient)")
     try:
         df = pd.read_csv(path, dtype={"patient_id": str, "split": str, "site": str}, keep_default_na=True)
     except Exception as exc:  # pandas raises several types for malformed CSV
         raise ManifestError(f"{path}: cannot parse CSV: {exc}") from exc
+    if df.empty:
+        _missing_columns(df, path)
+        raise ManifestError(f"{path}: the manifest has a header but no rows (one row per patient expected)")
     if "split" in df.columns:
         df["split"] = df["split"].fillna("")
-    return validate_manifest(df, path.parent, source=path, check_files=check_files, **kwargs)
+    return df
 
 
 def write_manifest(df: pd.DataFrame, path: PathLike) -> Path:
@@ -241,6 +328,27 @@ def manifest_hash(path: PathLike) -> str:
     return file_sha256(path)
 
 
+def training_problems(df: pd.DataFrame) -> list[str]:
+    """Why a validated manifest cannot train the study model (empty when it can).
+
+    Parameters
+    ----------
+    df : DataFrame
+        A validated manifest (:func:`validate_manifest`).
+
+    Returns
+    -------
+    list of str
+        A message when no row has split ``train`` or empty (unsplit rows that ``bmstudy split`` assigns).
+    """
+    splits = df["split"].astype(str) if "split" in df.columns else pd.Series([], dtype=str)
+    if len(df) and not splits.isin(["train", ""]).any():
+        counts = ", ".join(f"{k}={v}" for k, v in splits.value_counts().sort_index().items())
+        return [f"no training rows: every row's split is test or external ({counts}); the study trains on "
+                "rows with split 'train' (or an empty split, which `bmstudy split` assigns)"]
+    return []
+
+
 # ---------------------------------------------------------------- CLI: bmstudy validate
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``bmstudy validate`` options to ``parser``.
@@ -251,10 +359,25 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     """
     parser.add_argument("manifest", help="path to data_manifest.csv")
     parser.add_argument("--no-check-files", action="store_true", help="do not check that files exist")
+    parser.add_argument("--deep", action="store_true",
+                        help="also open every image/mask header (readable, 3-D, finite geometry, complete data, "
+                             "mask and brain mask on the image's grid); all problems in one table")
+    parser.add_argument("--no-train-ok", action="store_true",
+                        help="accept a manifest without training rows (prediction / evaluation only)")
+
+
+def _problem_table(problems: Sequence[Problem]) -> str:
+    table = pd.DataFrame([p._asdict() for p in problems]).rename(columns={"line": "row"})
+    table["row"] = ["" if v is None or pd.isna(v) else int(v) for v in table["row"]]
+    with pd.option_context("display.max_colwidth", 200, "display.width", 250):
+        return table.to_string(index=False)
 
 
 def cli_main(args: argparse.Namespace) -> int:
     """Run ``bmstudy validate``: load and validate the manifest, print patients per site and split.
+
+    With ``--deep`` every problem (manifest fields and file headers) is printed as one table with
+    the columns ``row, patient_id, column, file, problem``.
 
     Parameters
     ----------
@@ -263,9 +386,19 @@ def cli_main(args: argparse.Namespace) -> int:
     Returns
     -------
     int
-        0 (an invalid manifest raises :class:`ManifestError`).
+        0 when valid; 1 with the problems printed (an unreadable or empty manifest raises
+        :class:`ManifestError`, printed by :func:`bmstudy.cli.main`).
     """
-    df = load_manifest(args.manifest, check_files=not args.no_check_files)
+    path = Path(args.manifest)
+    check_files = not args.no_check_files
+    df, problems = _validated(_read_csv(path), path.parent, path, check_files, (18.0, 120.0), CANCER_TYPES)
+    if args.deep and check_files:
+        problems += header_problems(df, skip={(p.line, p.column) for p in problems})
+    if not getattr(args, "no_train_ok", False):
+        problems += [Problem(None, "", "split", "", msg) for msg in training_problems(df)]
+    if problems:
+        print(f"{path}: {len(problems)} problem(s)\n{_problem_table(problems)}")
+        return 1
     counts = df.groupby(["site", "split"]).size().to_string()
-    print(f"{args.manifest}: {len(df)} patients, valid\n{counts}")
+    print(f"{args.manifest}: {len(df)} patients, valid{' (headers checked)' if args.deep else ''}\n{counts}")
     return 0

@@ -23,7 +23,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from ..utils import PathLike, atomic_path, file_sha256
+from ..utils import PathLike, atomic_path, file_sha256, temp_prefix
 from .geometry import (affine_direction, affine_spacing, canonical_to_source, ras_affine_to_sitk,  # noqa: F401
                        sitk_to_ras_affine, source_to_canonical)
 
@@ -338,7 +338,8 @@ def _write_detached(image: Any, path: Path) -> None:
     import SimpleITK as sitk
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    tmp_dir = Path(tempfile.mkdtemp(prefix=temp_prefix(path), suffix=".tmp", dir=path.parent))
+    moved: list[Path] = []
     try:
         sitk.WriteImage(image, str(tmp_dir / path.name), True)
         header = [f for f in tmp_dir.iterdir() if f.name.lower() == path.name.lower()]  # ITK may lower-case it
@@ -347,7 +348,12 @@ def _write_detached(image: Any, path: Path) -> None:
         for f in tmp_dir.iterdir():
             if f != header[0]:
                 os.replace(f, path.parent / f.name)
+                moved.append(path.parent / f.name)
         os.replace(header[0], path)
+    except BaseException:
+        for f in moved:  # no data file without its header
+            f.unlink(missing_ok=True)
+        raise
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
 

@@ -21,8 +21,10 @@ Per case (:func:`preprocess_case`), in this order:
 Outputs of :func:`preprocess_cohort` (see :mod:`.store` and docs/DESIGN.md): ``out_dir/<pid>/image.npy``
 (float32), ``mask.npy`` (uint8), ``brain.npy`` (uint8), ``meta.json`` (the transform record, params,
 input fingerprints), and ``out_dir/preprocess_report.csv``; QC PNGs via :func:`write_qc`.
-The loop over cases is :func:`bmstudy.cases.run_cases`; re-running skips cases whose input
-fingerprints and params hash match their ``meta.json``.
+The loop over cases is :func:`bmstudy.cases.run_cases`, under the output folder's lock
+(:func:`bmstudy.io.folder_lock`); re-running skips cases whose ``meta.json`` records the same input
+content, params hash and code hash (:func:`bmstudy.preprocessing.store.code_hash`); any difference redoes the case.
+Case folders are built with :func:`bmstudy.utils.safe_join` (ids never leave ``out_dir``).
 """
 from __future__ import annotations
 
@@ -36,17 +38,20 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ..cases import run_cases
+from ..cases import exit_code, run_cases
+from ..io.locks import folder_lock
 from ..io.volumes import Volume, VolumeError, affine_spacing, input_fingerprint, read_volume
 from ..plan import INTERPOLATION_ORDER, NORMALISATIONS, PreprocessParams
-from ..utils import PathLike, atomic_save_npy, atomic_to_csv, atomic_write_json, get_logger
+from ..utils import (PathLike, atomic_save_npy, atomic_to_csv, atomic_write_json, clean_stale_temps, duplicate_ids,
+                     get_logger, id_problem)
 from .checks import binarize_mask, check_alignment
 from .normalization import zscore
 from .qc import intensity_qc, write_qc
 from .resampling import crop_to_bbox, resample_mask, resample_to_shape, resampled_affine, resampled_shape
 from .skullstrip import brain_mask as _brain_mask
 from .skullstrip import resolve_backend
-from .store import CASE_FILES, RECORD_VERSION, REPORT_COLUMNS, REPORT_NAME, cached_report_row
+from .store import (CASE_FILES, CODE_MODULES, RECORD_VERSION, REPORT_COLUMNS, REPORT_NAME, cached_report_row, case_dir,
+                    code_hash)
 
 __all__ = ["EXCLUDED_ERRORS", "preprocess_image", "preprocess_case", "preprocess_cohort", "add_cli_arguments",
            "cli_main"]
@@ -200,14 +205,15 @@ def _report_row(image: Volume, record: dict[str, Any], mask_in: np.ndarray, img:
     }
 
 
-def _process_case(row: Mapping[str, Any], out_dir: PathLike, params: PreprocessParams) -> dict[str, Any]:
+def _process_case(row: Mapping[str, Any], out_dir: PathLike, params: PreprocessParams,
+                  code: str | None = None) -> dict[str, Any]:
     """Preprocess one manifest row into ``out_dir/<pid>/`` (no cache check); raises on any problem."""
     t0 = time.perf_counter()
     pid = str(row["patient_id"])
-    case_dir = Path(out_dir) / pid
+    folder = case_dir(out_dir, pid)
     inputs = _case_inputs(row)
     for name in (CASE_FILES[-1], *CASE_FILES[:-1]):  # meta.json first: no stale outputs if this run fails
-        (case_dir / name).unlink(missing_ok=True)
+        (folder / name).unlink(missing_ok=True)
     image = read_volume(inputs["image"], case=pid, kind="image")
     mvol = read_volume(inputs["mask"], case=pid, kind="mask")
     check_alignment(image, mvol, params, case=pid, what="mask")
@@ -220,20 +226,22 @@ def _process_case(row: Mapping[str, Any], out_dir: PathLike, params: PreprocessP
     report = _report_row(image, record, mask, img, br, masks["mask"])
     record["patient_id"] = pid
     record["input_files"] = {role: input_fingerprint(p) for role, p in inputs.items()}
+    record["code_hash"] = code or code_hash()
+    record["code_modules"] = list(CODE_MODULES)
     record["report"] = report
     # meta.json last: its presence (with matching hashes) marks the case complete
-    atomic_save_npy(case_dir / "image.npy", img)
-    atomic_save_npy(case_dir / "mask.npy", masks["mask"])
-    atomic_save_npy(case_dir / "brain.npy", br)
+    atomic_save_npy(folder / "image.npy", img)
+    atomic_save_npy(folder / "mask.npy", masks["mask"])
+    atomic_save_npy(folder / "brain.npy", br)
     record["seconds"] = round(time.perf_counter() - t0, 3)
-    atomic_write_json(case_dir / "meta.json", record)
+    atomic_write_json(folder / "meta.json", record)
     return {**_base_row(row, params), **report, "seconds": record["seconds"]}
 
 
-def _finished_row(row: Mapping[str, Any], out_dir: Path, params: PreprocessParams) -> dict[str, Any] | None:
+def _finished_row(row: Mapping[str, Any], out_dir: Path, params: PreprocessParams, code: str) -> dict[str, Any] | None:
     """The report row of a cached case, or None to (re)compute it (also when the row cannot be checked)."""
     try:
-        cached = cached_report_row(out_dir / str(row["patient_id"]), _case_inputs(row), params)
+        cached = cached_report_row(case_dir(out_dir, str(row["patient_id"])), _case_inputs(row), params, code=code)
     except Exception:  # noqa: BLE001  the case is then run, and reports its own error
         return None
     return None if cached is None else {**_base_row(row, params), **cached, "seconds": 0.0}
@@ -241,11 +249,14 @@ def _finished_row(row: Mapping[str, Any], out_dir: Path, params: PreprocessParam
 
 def _run(rows: Sequence[Mapping[str, Any]], out_dir: Path, params: PreprocessParams, *, n_jobs: int, force: bool,
          progress: bool) -> list[dict[str, Any]]:
-    """:func:`run_cases` over manifest rows; every row completed with the base columns."""
-    result = run_cases(
-        _process_case, rows, kwargs={"out_dir": out_dir, "params": params},
-        is_finished=None if force else (lambda row: _finished_row(row, out_dir, params)),
-        n_jobs=max(1, int(n_jobs)), excluded=EXCLUDED_ERRORS, desc="preprocess", progress=progress)
+    """:func:`run_cases` over manifest rows under the folder's lock; every row completed with the base columns."""
+    code = code_hash()
+    with folder_lock(out_dir, "preprocessing output folder"):
+        clean_stale_temps(out_dir)
+        result = run_cases(
+            _process_case, rows, kwargs={"out_dir": out_dir, "params": params, "code": code},
+            is_finished=None if force else (lambda row: _finished_row(row, out_dir, params, code)),
+            n_jobs=max(1, int(n_jobs)), excluded=EXCLUDED_ERRORS, desc="preprocess", progress=progress)
     return [{**_base_row(row, params), **r} for row, r in zip(rows, result.rows)]
 
 
@@ -284,6 +295,11 @@ def _rows(manifest_df: pd.DataFrame) -> list[dict[str, Any]]:
     if manifest_df["patient_id"].duplicated().any():
         dup = manifest_df.loc[manifest_df["patient_id"].duplicated(), "patient_id"].tolist()
         raise ValueError(f"duplicate patient_id in manifest: {dup[:5]}")
+    bad = [f"row {i} patient_id {v!r}: {why}" for i, v in enumerate(manifest_df["patient_id"])
+           if (why := id_problem(v if isinstance(v, str) else str(v))) is not None]
+    bad += [f"patient_ids {g} differ only in letter case" for g in duplicate_ids(map(str, manifest_df["patient_id"]))]
+    if bad:
+        raise ValueError("unsafe patient ids (they name output folders):\n" + "\n".join(bad[:20]))
     rows = []
     for rec in manifest_df.to_dict("records"):
         rows.append({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in rec.items()})
@@ -320,22 +336,27 @@ def preprocess_cohort(manifest_df: pd.DataFrame, out_dir: PathLike, params: Prep
     Raises
     ------
     ValueError
-        When the manifest lacks ``patient_id``/``image``/``mask`` or repeats a patient id.
+        When the manifest lacks ``patient_id``/``image``/``mask``, repeats a patient id (also ignoring
+        letter case) or holds an unsafe one (:func:`bmstudy.utils.id_problem`).
+    bmstudy.io.LockError
+        When another live process is writing into ``out_dir``.
     """
     params = params or PreprocessParams()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = _rows(manifest_df)
-    report = pd.DataFrame(_run(rows, out_dir, params, n_jobs=n_jobs, force=force, progress=progress))
-    for col in REPORT_COLUMNS:
-        if col not in report.columns:
-            report[col] = None
-    report = report[list(REPORT_COLUMNS)]
-    atomic_to_csv(report, out_dir / REPORT_NAME)
-    counts = report["status"].value_counts().to_dict()
-    log.info("preprocessed %d cases into %s: %s (%d from cache)", len(report), out_dir, counts, int(report["cached"].sum()))
-    if qc and (report["status"] == "ok").any():
-        write_qc(out_dir, report)
+    with folder_lock(out_dir, "preprocessing output folder"):  # the report and QC too (re-entrant with _run's)
+        report = pd.DataFrame(_run(rows, out_dir, params, n_jobs=n_jobs, force=force, progress=progress))
+        for col in REPORT_COLUMNS:
+            if col not in report.columns:
+                report[col] = None
+        report = report[list(REPORT_COLUMNS)]
+        atomic_to_csv(report, out_dir / REPORT_NAME)
+        counts = report["status"].value_counts().to_dict()
+        log.info("preprocessed %d cases into %s: %s (%d from cache)", len(report), out_dir, counts,
+                 int(report["cached"].sum()))
+        if qc and (report["status"] == "ok").any():
+            write_qc(out_dir, report)
     return report
 
 
@@ -379,7 +400,7 @@ def cli_main(args: argparse.Namespace) -> int:
     Returns
     -------
     int
-        0, or 1 when any case ``failed`` (``excluded`` cases do not fail the command).
+        :func:`bmstudy.cases.exit_code`: 0 every case ok, 3 some excluded or failed (others ok), 1 none ok.
     """
     from ..io.manifest import load_manifest
 
@@ -395,4 +416,4 @@ def cli_main(args: argparse.Namespace) -> int:
     counts = report["status"].value_counts().to_dict()
     print(f"{len(report)} cases: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())) +
           f"; report {Path(args.out) / REPORT_NAME}")
-    return 0 if (report["status"] != "failed").all() else 1
+    return exit_code(report)

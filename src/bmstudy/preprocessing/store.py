@@ -4,7 +4,8 @@
 (the transform record, params, input fingerprints; written last, so its presence marks a complete
 case), plus ``out_dir/preprocess_report.csv`` with the columns :data:`REPORT_COLUMNS`.
 A case is cached (:func:`is_cached`) when its ``meta.json`` records the same params hash, record
-version and input fingerprints.
+version, code hash (:func:`code_hash`: the source of the modules that produce a case) and input
+content (size + mtime, or else the SHA-256 of the file).
 """
 from __future__ import annotations
 
@@ -17,10 +18,10 @@ import pandas as pd
 
 from ..io.volumes import fingerprint_unchanged, input_fingerprint
 from ..plan import PreprocessParams
-from ..utils import PathLike
+from ..utils import PathLike, safe_join, source_hash
 
-__all__ = ["RECORD_VERSION", "REPORT_NAME", "REPORT_COLUMNS", "CASE_FILES", "load_case", "load_report", "is_cached",
-           "cached_report_row"]
+__all__ = ["RECORD_VERSION", "REPORT_NAME", "REPORT_COLUMNS", "CASE_FILES", "CODE_MODULES", "code_hash", "case_dir",
+           "load_case", "load_report", "is_cached", "cached_report_row"]
 
 #: Version of the ``meta.json`` transform record.
 RECORD_VERSION = 1
@@ -35,6 +36,45 @@ REPORT_COLUMNS: tuple[str, ...] = (
 )
 #: The per-case files, ``meta.json`` last (written last, removed first).
 CASE_FILES: tuple[str, ...] = ("image.npy", "mask.npy", "brain.npy", "meta.json")
+#: The modules whose source produces a preprocessed case (their hash is recorded in ``meta.json``).
+CODE_MODULES: tuple[str, ...] = (
+    "bmstudy.preprocessing.cohort", "bmstudy.preprocessing.checks", "bmstudy.preprocessing.resampling",
+    "bmstudy.preprocessing.normalization", "bmstudy.preprocessing.skullstrip", "bmstudy.preprocessing.qc",
+    "bmstudy.preprocessing.store", "bmstudy.io.volumes", "bmstudy.io.geometry", "bmstudy.io.binary",
+)
+
+
+def code_hash() -> str:
+    """SHA-256 of the source of :data:`CODE_MODULES` (a change to any of them redoes every case).
+
+    Returns
+    -------
+    str
+        64 hex digits (:func:`bmstudy.utils.source_hash`).
+    """
+    return source_hash(*CODE_MODULES)
+
+
+def case_dir(out_dir: PathLike, patient_id: str) -> Path:
+    """``out_dir/<patient_id>``, refusing ids that would leave ``out_dir`` (:func:`bmstudy.utils.safe_join`).
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        The preprocessing output folder.
+    patient_id : str
+        The case.
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    ValueError
+        For an unsafe id.
+    """
+    return safe_join(out_dir, str(patient_id))
 
 
 def load_case(out_dir: PathLike, patient_id: str, mmap: bool = False) -> dict[str, Any]:
@@ -58,15 +98,17 @@ def load_case(out_dir: PathLike, patient_id: str, mmap: bool = False) -> dict[st
     ------
     FileNotFoundError
         When an array or ``meta.json`` is missing (case not preprocessed or incomplete).
+    ValueError
+        For an unsafe patient id.
     """
-    case_dir = Path(out_dir) / str(patient_id)
+    folder = case_dir(out_dir, patient_id)
     out: dict[str, Any] = {}
     for key in ("image", "mask", "brain"):
-        path = case_dir / f"{key}.npy"
+        path = folder / f"{key}.npy"
         if not path.is_file():
             raise FileNotFoundError(f"case {patient_id!r}: missing {path} (run `bmstudy preprocess`)")
         out[key] = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-    meta_path = case_dir / "meta.json"
+    meta_path = folder / "meta.json"
     if not meta_path.is_file():
         raise FileNotFoundError(f"case {patient_id!r}: missing {meta_path} (incomplete case)")
     out["meta"] = json.loads(meta_path.read_text(encoding="utf-8"))
@@ -109,7 +151,8 @@ def _inputs_unchanged(inputs: Mapping[str, str], recorded: Mapping[str, Any]) ->
     return True
 
 
-def is_cached(case_dir: PathLike, inputs: Mapping[str, str], params: PreprocessParams) -> bool:
+def is_cached(case_dir: PathLike, inputs: Mapping[str, str], params: PreprocessParams, *,
+              code: str | None = None) -> bool:
     """Whether ``case_dir`` holds complete outputs for these inputs and params.
 
     Parameters
@@ -120,12 +163,14 @@ def is_cached(case_dir: PathLike, inputs: Mapping[str, str], params: PreprocessP
         ``{role: path}`` of the case's input files (``image``, ``mask``, optional ``brain_mask``).
     params : PreprocessParams
         Compared by hash with the recorded params.
+    code : str or None, default=None
+        The current code hash; None means :func:`code_hash`.
 
     Returns
     -------
     bool
         True when every output file exists and ``meta.json`` records the same params hash, record
-        version and input fingerprints (size + mtime, or else the SHA-256 of the content).
+        version, code hash and input fingerprints (size + mtime, or else the SHA-256 of the content).
     """
     case_dir = Path(case_dir)
     meta_path = case_dir / "meta.json"
@@ -137,10 +182,13 @@ def is_cached(case_dir: PathLike, inputs: Mapping[str, str], params: PreprocessP
         return False
     if meta.get("params_hash") != params.hash() or meta.get("version") != RECORD_VERSION:
         return False
+    if meta.get("code_hash") != (code or code_hash()):
+        return False
     return _inputs_unchanged(inputs, meta.get("input_files", {}))
 
 
-def cached_report_row(case_dir: PathLike, inputs: Mapping[str, str], params: PreprocessParams) -> dict[str, Any] | None:
+def cached_report_row(case_dir: PathLike, inputs: Mapping[str, str], params: PreprocessParams, *,
+                      code: str | None = None) -> dict[str, Any] | None:
     """The recorded report row of a cached case (:func:`is_cached`), or None when it must be (re)computed.
 
     Parameters
@@ -151,13 +199,15 @@ def cached_report_row(case_dir: PathLike, inputs: Mapping[str, str], params: Pre
         ``{role: path}`` of the case's input files.
     params : PreprocessParams
         The parameters of this run.
+    code : str or None, default=None
+        The current code hash; None means :func:`code_hash`.
 
     Returns
     -------
     dict or None
         ``meta.json``'s ``report`` entry (status ``ok`` and the volumes/statistics columns).
     """
-    if not is_cached(case_dir, inputs, params):
+    if not is_cached(case_dir, inputs, params, code=code):
         return None
     meta = json.loads((Path(case_dir) / "meta.json").read_text(encoding="utf-8"))
     return dict(meta["report"])

@@ -41,7 +41,7 @@ STUDY_PART_CAPTION = "Study notebooks"
 #: Output MIME types dropped from chapters: they need JavaScript from a CDN (ipywidgets, plotly...).
 REMOTE_MIME_PREFIXES: tuple[str, ...] = ("application/vnd.jupyter.widget", "application/vnd.plotly",
                                          "application/javascript", "application/vnd.bokehjs")
-HIDDEN_CELL_TAGS: frozenset[str] = frozenset({"parameters", "injected-parameters"})
+HIDDEN_CELL_TAGS: frozenset[str] = frozenset({"parameters", "injected-parameters", "bmstudy-module-record"})
 _STAGE_NB = re.compile(r"^\d\d_[A-Za-z0-9_]+\.ipynb$")
 
 #: One-line descriptions of the study stages (:attr:`bmstudy.study.stages.Stage.description`).

@@ -18,7 +18,7 @@ from .publish import SUMMARY_DIR
 
 log = get_logger("bmstudy.reporting.results_page")
 
-__all__ = ["RESULTS_FIRST", "summary_items", "source_line", "results_page"]
+__all__ = ["RESULTS_FIRST", "summary_items", "source_line", "case_summary_section", "results_page"]
 
 #: Stage keys whose published items lead the results page (Table 2 first); the others follow in stage order.
 RESULTS_FIRST: tuple[str, ...] = ("metrics", "subgroups", "timing")
@@ -121,6 +121,44 @@ def source_line(item: Mapping[str, Any], provenance: Mapping[str, Any]) -> str:
     return "<p class=\"bm-source\"><small>Source: " + ", ".join(parts) + ".</small></p>"
 
 
+def case_summary_section(provenance: Mapping[str, Any]) -> list[str]:
+    """Markdown lines of the "Cases per stage" section: ok / excluded / failed per stage with the first reasons.
+
+    Parameters
+    ----------
+    provenance : mapping
+        The run's ``provenance.json`` (its ``case_summary``, :func:`bmstudy.study.accounting.run_summary`).
+
+    Returns
+    -------
+    list of str
+        Empty when the run recorded no summary.
+    """
+    from html import escape
+
+    summary = provenance.get("case_summary") or {}
+    if not summary:
+        return []
+    rows = []
+    for stage, s in summary.items():
+        counts = s.get("counts") or {}
+        other = {k: v for k, v in counts.items() if k not in ("ok", "excluded", "failed")}
+        reasons = "<br>".join(escape(str(r)) for r in s.get("reasons") or []) or "&ndash;"
+        extra = ", ".join(f"{v} {escape(k)}" for k, v in other.items())
+        rows.append(f"<tr><td><code>{escape(stage)}</code></td><td>{s.get('n', 0)}</td><td>{counts.get('ok', 0)}</td>"
+                    f"<td>{counts.get('excluded', 0)}</td><td>{counts.get('failed', 0)}</td>"
+                    f"<td>{extra or '&ndash;'}</td><td>{reasons}</td></tr>")
+    bad = sum((s.get("counts") or {}).get(k, 0) for s in summary.values() for k in ("excluded", "failed"))
+    note = (f"**{bad} case(s) were excluded or failed** in some stage; the tables below count only the cases "
+            "that completed." if bad else "Every case completed in every stage.")
+    head = ("<tr><th>stage</th><th>cases</th><th>ok</th><th>excluded</th><th>failed</th><th>other</th>"
+            "<th>first reasons</th></tr>")
+    return ["## Cases per stage", "", note + " From each stage's status table (`provenance.json`, "
+            "`case_summary`).", "", "<div class=\"bm-table\">", "",
+            f"<table class=\"dataframe\"><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>", "", "</div>",
+            ""]
+
+
 def results_page(run_dir: PathLike, src_dir: PathLike) -> str:
     """Markdown of the results summary page; copies the published figures under ``src_dir/summary``.
 
@@ -147,6 +185,7 @@ def results_page(run_dir: PathLike, src_dir: PathLike) -> str:
             prov = json.loads((run / "provenance.json").read_text(encoding="utf-8"))
         except json.JSONDecodeError:
             log.warning("unreadable %s: results page without provenance lines", run / "provenance.json")
+    lines += case_summary_section(prov)
     if not any(it["stage"].endswith("metrics") and "table2" in it["name"] for it in items):
         lines += ["## The paper's Table 2", "",
                   "This run published no Table 2 comparison (the metrics stage did not run or failed); "

@@ -117,6 +117,10 @@ def notebook_setup(out_dir: PathLike, *, gpu: bool | None = None, plan: PathLike
     pd.set_option("display.width", 200)
     _inline_matplotlib()
     show_table, show_figure = notebook_reporter(out)
+    if study_plan.dask_scheduler:  # per-case stages of this kernel run on the Dask cluster
+        from ..executors import set_default_executor
+
+        set_default_executor(study_plan.dask_scheduler, study_plan.n_jobs)
     return NotebookContext(out, study_plan, path, show_table, show_figure)
 
 

@@ -21,7 +21,7 @@ from ..utils import PathLike, atomic_write_json, get_logger
 
 log = get_logger("bmstudy.study.provenance")
 
-__all__ = ["PROVENANCE_FILE", "PLAN_FILE", "PROVENANCE_PACKAGES", "REPO_ROOT", "now", "git_commit",
+__all__ = ["PROVENANCE_FILE", "PLAN_FILE", "PROVENANCE_PACKAGES", "FINGERPRINT_PACKAGES", "REPO_ROOT", "now", "git_commit",
            "package_versions", "read_stage_records", "new_provenance", "save_provenance"]
 
 PROVENANCE_FILE = "provenance.json"
@@ -36,6 +36,10 @@ PROVENANCE_PACKAGES: tuple[str, ...] = (
     "scikit-image", "statsmodels", "nibabel", "SimpleITK", "matplotlib", "seaborn", "papermill",
     "nbformat", "ipykernel", "jupyter-book",
 )
+#: Packages whose versions enter every stage's fingerprint (an upgrade re-runs the study): the pinned
+#: packages that compute results. Not bmstudy itself (its modules' source is fingerprinted) nor the
+#: book builder (it only renders).
+FINGERPRINT_PACKAGES: tuple[str, ...] = tuple(p for p in PROVENANCE_PACKAGES if p not in ("bmstudy", "jupyter-book"))
 
 
 def now() -> str:

@@ -8,67 +8,54 @@ of ``plan.json``), ``profile``, ``out_dir``, ``<key>_dir`` of every upstream sta
 user's notebook parameters (see :mod:`bmstudy.study.parameters`). Outputs go to
 ``runs/<name>/<stage>/``; the executed notebook is ``runs/<name>/<stage>.ipynb``.
 
-Incremental runs: a stage whose fingerprint (:mod:`bmstudy.study.fingerprint`) matches its last
-successful execution is skipped (unless ``force``), so changing one parameter or plan section re-runs
-only the stages that read it and their dependents. ``runs/<name>/provenance.json``
+Incremental runs: a stage whose fingerprint (:mod:`bmstudy.study.fingerprint`: notebook, parameters,
+plan slice, manifest and the files it names, package versions, the source of the ``bmstudy`` modules
+its kernel loaded, upstream fingerprints) matches its last successful execution is skipped (unless
+``force``), so a change re-runs only the stages it reaches and their dependents; ``dry_run`` /
+``bmstudy run --dry-run`` says per stage what would run and why. ``runs/<name>/provenance.json``
 (:mod:`bmstudy.study.provenance`) is rewritten after every stage.
+
+Resume: a stage left ``running`` by a process that died (SIGKILL, power loss) is *interrupted*; with
+unchanged inputs its output folder is kept (training resumes from its checkpoint, per-case stages skip
+finished cases) after removing the temp files of interrupted atomic writes. One ``bmstudy run`` per
+run folder at a time (:func:`bmstudy.io.locks.folder_lock`); a dead holder's lock is taken over.
+At the end, each stage's per-case status table is summarised (:mod:`bmstudy.study.accounting`).
 """
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..plan import PROFILES, StudyPlan, resolve_plan, write_plan
-from ..utils import PathLike, file_sha256, get_logger
-from .fingerprint import (changed_inputs, fingerprint, input_digest, notebook_source_hash,  # noqa: F401
-                          stage_inputs)
+from ..utils import PathLike, clean_stale_temps, file_sha256, get_logger
+from .accounting import run_summary
+from .fingerprint import (MODULE_RECORD, changed_inputs, fingerprint, input_digest,  # noqa: F401
+                          input_file_hashes, module_record_cell, notebook_source_hash, read_module_record,
+                          source_hashes, stage_inputs)
 from .parameters import (check_notebook_parameters, notebook_parameters, parse_param,  # noqa: F401
                          split_params, stage_parameters)
-from .provenance import (PLAN_FILE, PROVENANCE_FILE, git_commit, new_provenance, now, read_stage_records,
-                         save_provenance)
+from .provenance import (FINGERPRINT_PACKAGES, PLAN_FILE, PROVENANCE_FILE, git_commit,  # noqa: F401
+                         new_provenance, now, package_versions, read_stage_records, save_provenance)
+from .errors import StageError, stage_error
 from .stages import STAGES, Stage, check_stage_graph, select_stages
 
 log = get_logger("bmstudy.study.runner")
 
-__all__ = ["KERNEL_NAME", "StageError", "StageResult", "RunResult", "default_notebooks_dir", "run_study",
-           "add_cli_arguments", "cli_main"]
+__all__ = ["KERNEL_NAME", "INPUT_HASH_CACHE", "StageError", "StageResult", "RunResult", "default_notebooks_dir",
+           "run_study"]
 
 KERNEL_NAME = "python3"
-
-
-class StageError(RuntimeError):
-    """A stage failed; the message names the stage, the notebook and the failing cell.
-
-    Attributes
-    ----------
-    stage : str
-        The stage name.
-    notebook : Path
-        The source notebook.
-    cell_index : int or None
-        1-based number of the failing cell in the source notebook (``None`` when not a cell error).
-    executed_notebook : Path or None
-        The partially executed notebook with the traceback.
-    """
-
-    def __init__(self, message: str, stage: str, notebook: Path, cell_index: int | None = None,
-                 executed_notebook: Path | None = None) -> None:
-        super().__init__(message)
-        self.stage = stage
-        self.notebook = notebook
-        self.cell_index = cell_index
-        self.executed_notebook = executed_notebook
+#: Hash cache of the input files a data manifest names (path + size + mtime_ns -> sha256), in the run folder.
+INPUT_HASH_CACHE = ".input_hashes.json"
 
 
 @dataclass
 class StageResult:
-    """What happened to one stage in this invocation (``action``: ``ran``, ``skipped`` or ``failed``)."""
+    """What happened to one stage in this invocation (``action``: ``ran``, ``skipped``; ``would run`` in a dry run)."""
 
     name: str
     action: str
@@ -85,6 +72,7 @@ class RunResult:
     run_dir: Path
     stages: list[StageResult] = field(default_factory=list)
     plan: StudyPlan | None = None
+    case_summary: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def ran(self) -> list[str]:
@@ -96,10 +84,15 @@ class RunResult:
         """Names of the stages skipped as up to date."""
         return [s.name for s in self.stages if s.action == "skipped"]
 
+    @property
+    def would_run(self) -> list[str]:
+        """Names of the stages a dry run would execute."""
+        return [s.name for s in self.stages if s.action == "would run"]
+
 
 @dataclass
 class _Run:
-    """Everything resolved before the first stage runs."""
+    """Everything resolved before the first stage runs; fingerprints are updated as stages execute."""
 
     run_dir: Path
     nb_dir: Path
@@ -108,28 +101,47 @@ class _Run:
     previous: dict[str, Any]
     params: dict[str, dict[str, Any]]  # per stage, layout included (what papermill passes)
     defaults: dict[str, dict[str, Any]]  # per stage, declared but not passed
-    fingerprints: dict[str, str]
-    digests: dict[str, dict[str, Any]]
+    base: dict[str, dict[str, Any]]  # per stage: stage_inputs arguments except upstream and src
+    fingerprints: dict[str, str] = field(default_factory=dict)
+    digests: dict[str, dict[str, Any]] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
 
     @property
     def prov_path(self) -> Path:
         return self.run_dir / PROVENANCE_FILE
 
+    def predict(self, stage: Stage, src_files: Mapping[str, str] | None = None) -> str:
+        """Fingerprint of ``stage`` from its current inputs, the modules it loaded last time (or
+        ``src_files``) and the current fingerprints of its upstream stages; stored and returned."""
+        if src_files is None:
+            src_files = (self.previous.get(stage.name) or {}).get("src_files") or {}
+        inputs = stage_inputs(stage, **self.base[stage.name], src=source_hashes(src_files),
+                              upstream={d: self.fingerprints[d] for d in stage.depends})
+        self.fingerprints[stage.name] = fingerprint(inputs)
+        self.digests[stage.name] = input_digest(inputs)
+        return self.fingerprints[stage.name]
+
     def up_to_date(self, name: str) -> tuple[bool, str]:
         """Whether a stage's last execution is still valid, and why (not)."""
         prev = self.previous.get(name) or {}
         if not prev:
             return False, "never ran"
+        if prev.get("status") in ("running", "interrupted"):
+            return False, "interrupted (the process that ran it is gone)"
         if prev.get("status") != "ok":
             return False, "previous execution failed"
         if prev.get("fingerprint") != self.fingerprints[name]:
-            what = changed_inputs(prev.get("inputs"), self.digests[name])
-            return False, ("inputs changed: " + ", ".join(what) if what else
-                           "inputs changed (notebook, parameters, plan, manifest or upstream stage)")
+            return False, _change_reason(changed_inputs(prev.get("inputs"), self.digests[name]))
         if not (self.run_dir / f"{name}.ipynb").is_file() or not (self.run_dir / name).is_dir():
             return False, "outputs missing"
         return True, "up to date"
+
+
+def _change_reason(what: Sequence[str]) -> str:
+    """``inputs changed: plan.train, upstream 02_b; src changed: bmstudy/x.py; 3 input files changed``."""
+    plain = [w for w in what if " changed" not in w]
+    parts = (["inputs changed: " + ", ".join(plain)] if plain else []) + [w for w in what if " changed" in w]
+    return "; ".join(parts) or "inputs changed (notebook, parameters, plan, manifest, code or upstream stage)"
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -178,17 +190,21 @@ def _layout(stage: Stage, stage_list: Sequence[Stage], run_dir: Path, profile: s
 
 def _resolve(run_dir: Path, nb_dir: Path, stage_list: Sequence[Stage], plan: StudyPlan, profile: str,
              declared: Mapping[str, Mapping[str, Any]], user: Mapping[str, Any],
-             manifest_path: Path | None, manifest_hash: str | None) -> _Run:
-    """Each stage's parameters and fingerprint, in stage order."""
-    run = _Run(run_dir, nb_dir, stage_list, plan, read_stage_records(run_dir / PROVENANCE_FILE), {}, {}, {}, {})
+             manifest_path: Path | None, manifest_hash: str | None, dry_run: bool = False) -> _Run:
+    """Each stage's parameters and (predicted) fingerprint, in stage order."""
+    run = _Run(run_dir, nb_dir, stage_list, plan, read_stage_records(run_dir / PROVENANCE_FILE), {}, {}, {})
+    packages = package_versions(FINGERPRINT_PACKAGES)
+    files: dict[str, str] | None = None
     for s in stage_list:
         decl = declared[s.name]
+        takes_manifest = "manifest" in decl
+        if takes_manifest and files is None:
+            files = input_file_hashes(manifest_path, run_dir / INPUT_HASH_CACHE, save=not dry_run)
         chosen = stage_parameters(s, stage_list, decl, user, plan)
-        inputs = stage_inputs(s, notebook_hash=notebook_source_hash(nb_dir / s.notebook), parameters=chosen,
-                              plan=plan, manifest_hash=manifest_hash if "manifest" in decl else None,
-                              upstream={d: run.fingerprints[d] for d in s.depends})
-        run.fingerprints[s.name] = fingerprint(inputs)
-        run.digests[s.name] = input_digest(inputs)
+        run.base[s.name] = {"notebook_hash": notebook_source_hash(nb_dir / s.notebook), "parameters": chosen,
+                            "plan": plan, "manifest_hash": manifest_hash if takes_manifest else None,
+                            "packages": packages, "files": (files or {}) if takes_manifest else {}}
+        run.predict(s)
         layout = _layout(s, stage_list, run_dir, profile, manifest_path)
         run.params[s.name] = {**chosen, **{k: v for k, v in layout.items() if k in decl}}
         run.defaults[s.name] = {k: v for k, v in decl.items() if k not in run.params[s.name]}
@@ -214,6 +230,26 @@ def _selection(run: _Run, wanted: Sequence[str] | None) -> set[str]:
     return selected
 
 
+def _prepare(name: str, profile: str, nb_dir: Path, stage_list: Sequence[Stage], manifest: PathLike | None,
+             params: Mapping[str, Any] | None, stages: Sequence[str] | None,
+             runs_dir: PathLike) -> tuple[Path, StudyPlan, Any]:
+    """Everything checked before anything is written: returns the run folder, the plan and a resolver."""
+    manifest_path, manifest_hash = _check_inputs(name, profile, nb_dir, stage_list, manifest)
+    plan_overrides, nb_user = split_params(params)
+    declared = {s.name: notebook_parameters(nb_dir / s.notebook) for s in stage_list}
+    check_notebook_parameters(stage_list, declared, nb_user, nb_dir)
+    select_stages(stage_list, stages)  # unknown stages fail before anything is written
+    plan = resolve_plan(profile, plan_overrides)
+    run_dir = (Path(runs_dir) / name).resolve()
+
+    def resolver(dry_run: bool = False) -> tuple[_Run, Path | None, str | None]:
+        run = _resolve(run_dir, nb_dir, stage_list, plan, profile, declared, nb_user, manifest_path,
+                       manifest_hash, dry_run)
+        return run, manifest_path, manifest_hash
+
+    return run_dir, plan, resolver
+
+
 # ----------------------------------------------------------------------------- main entry
 def run_study(
     name: str = "default",
@@ -228,8 +264,9 @@ def run_study(
     stage_list: Sequence[Stage] = STAGES,
     log_output: bool = False,
     start_timeout: int = 120,
+    dry_run: bool = False,
 ) -> RunResult:
-    """Execute the study notebooks into ``runs_dir/name``; skip up-to-date stages.
+    """Execute the study notebooks into ``runs_dir/name``; skip up-to-date stages; resume interrupted ones.
 
     Parameters
     ----------
@@ -238,53 +275,69 @@ def run_study(
     profile : str
         Study profile (:data:`bmstudy.plan.PROFILES`: ``tiny``, ``cpu``, ``paper``).
     manifest : path-like, optional
-        User data manifest (hashed); default: the cohort stage synthesises a cohort for the profile.
+        User data manifest (it and every file it names are hashed); default: the cohort stage
+        synthesises a cohort for the profile.
     params : mapping, optional
         ``--param`` values: plan overrides (``seed``, ``train.epochs``) and notebook parameters
         (``KEY`` for every stage declaring it, ``STAGE.KEY`` for one); see :mod:`bmstudy.study.parameters`.
     force : bool
-        Re-run selected stages even when up to date.
+        Re-run selected stages even when up to date (an interrupted stage then starts afresh).
     stages : sequence of str, optional
         Run only these stages (names, keys or ``NN`` prefixes) and the upstream stages that are not up to date.
     runs_dir, notebooks_dir : path-like
         Where run folders go; where the notebooks are (default :func:`default_notebooks_dir`).
     stage_list : sequence of Stage
-        The study's stages (tests pass their own).
-    log_output : bool
-        Stream notebook cell output to the log.
-    start_timeout : int
-        Seconds to wait for a kernel to start.
+        The study's stages.
+    log_output, start_timeout : bool, int
+        Stream notebook cell output to the log; seconds to wait for a kernel to start.
+    dry_run : bool
+        Decide run/skip per stage (``action`` ``would run`` / ``skipped``, with the reason) and write
+        nothing, take no lock.
 
     Returns
     -------
     RunResult
+        With :attr:`RunResult.case_summary` (:func:`bmstudy.study.accounting.run_summary`).
 
     Raises
     ------
     ValueError, FileNotFoundError
-        For an unknown profile, stage, parameter or plan key, or a missing notebook or manifest; all
-        checked before any stage runs.
+        Bad profile, stage, parameter, plan key, notebook or manifest (checked before any stage runs).
+    bmstudy.io.locks.LockError
+        When another live ``bmstudy run`` holds the run folder (names its PID and start time).
     StageError
         At the first failing stage (later stages do not run).
     """
     nb_dir = Path(notebooks_dir) if notebooks_dir is not None else default_notebooks_dir()
-    manifest_path, manifest_hash = _check_inputs(name, profile, nb_dir, stage_list, manifest)
-    plan_overrides, nb_user = split_params(params)
-    declared = {s.name: notebook_parameters(nb_dir / s.notebook) for s in stage_list}
-    check_notebook_parameters(stage_list, declared, nb_user, nb_dir)
-    select_stages(stage_list, stages)  # unknown stages fail before anything is written
-    plan = resolve_plan(profile, plan_overrides)
+    run_dir, plan, resolver = _prepare(name, profile, nb_dir, stage_list, manifest, params, stages, runs_dir)
+    if dry_run:
+        return _dry_run(resolver(True)[0], stages, force)
+    from ..io.locks import folder_lock
 
-    run_dir = (Path(runs_dir) / name).resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    run = _resolve(run_dir, nb_dir, stage_list, plan, profile, declared, nb_user, manifest_path, manifest_hash)
-    selected = _selection(run, stages)
-    plan_path = write_plan(plan, run_dir / PLAN_FILE)
-    run.provenance = new_provenance(name=name, run_dir=run_dir, profile=profile, plan=plan, plan_path=plan_path,
-                                    manifest_path=manifest_path, manifest_hash=manifest_hash, user=dict(params or {}),
-                                    force=force, git=git_commit(), previous=run.previous)
-    result = RunResult(run_dir=run_dir, plan=plan)
-    for s in stage_list:
+    with folder_lock(run_dir, "run folder"):
+        clean_stale_temps(run_dir, recursive=False)  # e.g. a provenance.json write cut short by a kill
+        run, manifest_path, manifest_hash = resolver()
+        selected = _selection(run, stages)
+        plan_path = write_plan(plan, run_dir / PLAN_FILE)
+        run.provenance = new_provenance(name=name, run_dir=run_dir, profile=profile, plan=plan, plan_path=plan_path,
+                                        manifest_path=manifest_path, manifest_hash=manifest_hash,
+                                        user=dict(params or {}), force=force, git=git_commit(),
+                                        previous=run.previous)
+        result = RunResult(run_dir=run_dir, plan=plan)
+        try:
+            _run_stages(run, selected, result, force=force, log_output=log_output, start_timeout=start_timeout)
+        finally:
+            result.case_summary = run_summary(run_dir, stage_list)
+            run.provenance["case_summary"] = result.case_summary
+            save_provenance(run.prov_path, run.provenance)
+    return result
+
+
+def _run_stages(run: _Run, selected: set[str], result: RunResult, *, force: bool, log_output: bool,
+                start_timeout: int) -> None:
+    """Skip or execute each selected stage in order, appending to ``result.stages``."""
+    for s in run.stages:
+        run.predict(s)  # upstream stages of this invocation may have new fingerprints
         if s.name not in selected:
             continue
         ok, why = run.up_to_date(s.name)
@@ -293,7 +346,26 @@ def run_study(
             continue
         result.stages.append(_execute(run, s, "forced" if force and ok else why, force=force,
                                       log_output=log_output, start_timeout=start_timeout))
-    save_provenance(run.prov_path, run.provenance)
+
+
+def _dry_run(run: _Run, wanted: Sequence[str] | None, force: bool) -> RunResult:
+    """What :func:`run_study` would do: ``would run`` / ``skipped`` per selected stage, with the reason."""
+    selected = _selection(run, wanted)
+    result = RunResult(run_dir=run.run_dir, plan=run.plan)
+    will_run: set[str] = set()
+    for s in run.stages:
+        if s.name not in selected:
+            continue
+        ok, why = run.up_to_date(s.name)
+        upstream = [d for d in s.depends if d in will_run]
+        if ok and upstream:  # its upstream re-runs; whether its outputs change is known only then
+            ok, why = False, "upstream re-runs: " + ", ".join(upstream)
+        if ok and not force:
+            result.stages.append(StageResult(s.name, "skipped", run.fingerprints[s.name], why))
+            continue
+        will_run.add(s.name)
+        result.stages.append(StageResult(s.name, "would run", run.fingerprints[s.name], "forced" if ok else why))
+    result.case_summary = run_summary(run.run_dir, run.stages) if run.run_dir.is_dir() else {}
     return result
 
 
@@ -301,14 +373,26 @@ def _skip(run: _Run, stage: Stage, why: str) -> StageResult:
     """Record an up-to-date stage as skipped."""
     log.info("stage %s: skipped (%s)", stage.name, why)
     prev = run.previous[stage.name]
-    ran_with = (prev.get("git") or {}).get("commit")
-    current = run.provenance["git"].get("commit")
-    if ran_with and current and ran_with != current:
-        log.info("stage %s executed with commit %s; the code is now at %s (its notebook and inputs are unchanged; "
-                 "`--stages %s --force` re-runs it with this code)", stage.name, ran_with[:10], current[:10], stage.name)
     run.provenance["stages"][stage.name] = {**prev, "last_action": "skipped"}
     return StageResult(stage.name, "skipped", run.fingerprints[stage.name], why,
                        executed_notebook=run.run_dir / f"{stage.name}.ipynb")
+
+
+def _start(run: _Run, stage: Stage, fp: str, *, force: bool) -> bool:
+    """Prepare the stage folder: keep it when resuming the same inputs, else start afresh; True when resuming."""
+    out_dir = run.run_dir / stage.name
+    prev = run.previous.get(stage.name) or {}
+    resume = (prev.get("status") in ("failed", "running", "interrupted") and prev.get("fingerprint") == fp
+              and not force and out_dir.is_dir())
+    if resume:
+        log.info("stage %s: resuming the %s execution of %s in %s (its finished work is kept)", stage.name,
+                 "interrupted" if prev.get("status") != "failed" else "failed", prev.get("started"), out_dir)
+        clean_stale_temps(out_dir)
+    elif out_dir.exists():
+        shutil.rmtree(out_dir)  # stale outputs of other inputs must not leak into this execution
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / MODULE_RECORD).unlink(missing_ok=True)
+    return resume
 
 
 def _execute(run: _Run, stage: Stage, why: str, *, force: bool, log_output: bool,
@@ -319,11 +403,8 @@ def _execute(run: _Run, stage: Stage, why: str, *, force: bool, log_output: bool
     source = run.nb_dir / stage.notebook
     out_dir = run.run_dir / stage.name
     fp = run.fingerprints[stage.name]
-    prev = run.previous.get(stage.name) or {}
-    resume = prev.get("status") == "failed" and prev.get("fingerprint") == fp and not force
-    if out_dir.exists() and not resume:
-        shutil.rmtree(out_dir)  # stale outputs of other inputs must not leak into this execution
-    out_dir.mkdir(parents=True, exist_ok=True)
+    prev_src = (run.previous.get(stage.name) or {}).get("src_files") or {}
+    resume = _start(run, stage, fp, force=force)
     executed = run.run_dir / f"{stage.name}.ipynb"
     failed_nb = run.run_dir / f"{stage.name}.failed.ipynb"
     tmp_nb = run.run_dir / f".{stage.name}.running.ipynb"
@@ -331,118 +412,46 @@ def _execute(run: _Run, stage: Stage, why: str, *, force: bool, log_output: bool
     entry = {"fingerprint": fp, "inputs": run.digests[stage.name], "plan_sections": list(stage.plan_sections),
              "notebook": str(source), "parameters": run.params[stage.name], "started": now(), "finished": None,
              "notebook_defaults": run.defaults[stage.name], "status": "running", "last_action": "ran",
-             "reason": why, "git": run.provenance["git"]}  # the code this execution ran with
+             "reason": why, "resumed": resume, "pid": os.getpid(), "src_files": prev_src,
+             "git": run.provenance["git"]}  # the code this execution ran with
     run.provenance["stages"][stage.name] = entry
     save_provenance(run.prov_path, run.provenance)
     log.info("stage %s: running %s (%s)", stage.name, source, why)
     t0 = time.perf_counter()
     try:
-        pm.execute_notebook(str(source), str(tmp_nb), parameters=run.params[stage.name], kernel_name=KERNEL_NAME,
-                            progress_bar=False, log_output=log_output, cwd=str(out_dir), start_timeout=start_timeout)
+        pm.execute_notebook(_with_module_record(source, out_dir), str(tmp_nb), parameters=run.params[stage.name],
+                            kernel_name=KERNEL_NAME, progress_bar=False, log_output=log_output, cwd=str(out_dir),
+                            start_timeout=start_timeout)
     except BaseException as exc:  # noqa: BLE001 - record, then re-raise as StageError
-        seconds = time.perf_counter() - t0
         if tmp_nb.exists():
             os.replace(tmp_nb, failed_nb)
-        entry.update(status="failed", finished=now(), seconds=round(seconds, 2),
+        entry.update(status="failed", finished=now(), seconds=round(time.perf_counter() - t0, 2),
                      error=f"{type(exc).__name__}: {exc}"[:2000])
         save_provenance(run.prov_path, run.provenance)
-        if isinstance(exc, KeyboardInterrupt):
+        if isinstance(exc, (KeyboardInterrupt, OSError)) and not _is_kernel_error(exc):
             raise
-        raise _stage_error(stage, source, exc, failed_nb) from exc
+        raise stage_error(stage.name, source, exc, failed_nb) from exc
     seconds = time.perf_counter() - t0
     os.replace(tmp_nb, executed)
-    entry.update(status="ok", finished=now(), seconds=round(seconds, 2))
+    src_files = read_module_record(out_dir)
+    entry.update(status="ok", finished=now(), seconds=round(seconds, 2), src_files=src_files,
+                 fingerprint=run.predict(stage, src_files), inputs=run.digests[stage.name])
     save_provenance(run.prov_path, run.provenance)
-    log.info("stage %s: done in %.1f s", stage.name, seconds)
-    return StageResult(stage.name, "ran", fp, why, seconds, executed)
+    log.info("stage %s: done in %.1f s (%d bmstudy modules recorded)", stage.name, seconds, len(src_files))
+    return StageResult(stage.name, "ran", entry["fingerprint"], why, seconds, executed)
 
 
-def _stage_error(stage: Stage, notebook: Path, exc: BaseException, failed_nb: Path) -> StageError:
-    """A :class:`StageError` naming the stage, the notebook and (for a cell error) the source cell."""
+def _is_kernel_error(exc: BaseException) -> bool:
+    """Whether an exception came from the notebook's code (papermill) rather than the runner's own I/O."""
     from papermill.exceptions import PapermillExecutionError
 
-    if isinstance(exc, PapermillExecutionError):
-        src = (exc.source or "").strip().splitlines()
-        first = src[0] if src else ""
-        # papermill counts cells of the executed notebook, which has one injected-parameters cell
-        # after the parameters cell; translate back to the source notebook's numbering.
-        cell = _source_cell_number(failed_nb, exc.cell_index)
-        msg = (f"stage {stage.name} failed: notebook {notebook}, cell {cell} "
-               f"(execution count {exc.exec_count}; source starts {first!r}): {exc.ename}: {exc.evalue}. "
-               f"Executed notebook with the traceback: {failed_nb}")
-        return StageError(msg, stage.name, notebook, cell, failed_nb)
-    msg = f"stage {stage.name} failed: notebook {notebook}: {type(exc).__name__}: {exc}"
-    if failed_nb.exists():
-        msg += f". Partially executed notebook: {failed_nb}"
-    return StageError(msg, stage.name, notebook, None, failed_nb if failed_nb.exists() else None)
+    return isinstance(exc, PapermillExecutionError)
 
 
-def _source_cell_number(executed: Path, index: int) -> int:
-    """1-based number of the failing cell in the SOURCE notebook (the injected cell is not counted)."""
-    try:
-        import nbformat
+def _with_module_record(source: Path, out_dir: Path) -> Any:
+    """The stage notebook with the hidden last cell that records the ``bmstudy`` modules it loaded."""
+    import nbformat
 
-        nb = nbformat.read(str(executed), as_version=4)
-        injected = [i for i, c in enumerate(nb.cells)
-                    if "injected-parameters" in c.get("metadata", {}).get("tags", [])]
-        return index + 1 - sum(1 for i in injected if i < index)
-    except Exception:  # noqa: BLE001 - best effort; fall back to papermill's numbering
-        return index + 1
-
-
-# ----------------------------------------------------------------------------- CLI: bmstudy run
-def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``bmstudy run``.
-
-    Parameters
-    ----------
-    parser : argparse.ArgumentParser
-        The sub-command's parser.
-    """
-    parser.add_argument("--name", default="default", help="run folder name under --runs-dir (default: default)")
-    parser.add_argument("--profile", default="cpu", choices=sorted(PROFILES),
-                        help="tiny (CI), cpu (2-core CPU study, default) or paper (paper settings, GPU box)")
-    parser.add_argument("--manifest", help="data manifest CSV (default: synthesise a cohort for the profile)")
-    parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                        help="a plan override (seed, gpu, test_fraction, n_jobs or SECTION.FIELD, e.g. "
-                             "train.epochs=3; see `bmstudy plan`) or a notebook parameter (KEY for every stage "
-                             "declaring it, or STAGE.KEY); VALUE is parsed as JSON when possible; repeatable")
-    parser.add_argument("--stages", nargs="+", metavar="STAGE", help="run only these stages (e.g. 05 06_subgroups)")
-    parser.add_argument("--force", action="store_true", help="re-run stages even when up to date")
-    parser.add_argument("--runs-dir", default="runs", help="folder holding the run folders (default: runs)")
-    parser.add_argument("--notebooks-dir", default=None, help="folder with the study notebooks")
-    parser.add_argument("--no-book", action="store_true", help="do not build the HTML book afterwards")
-    parser.add_argument("--book-dir", default="book", help="book source folder; HTML goes to BOOK_DIR/_build/html")
-    parser.add_argument("--log-output", action="store_true", help="stream notebook cell output to the log")
-
-
-def cli_main(args: argparse.Namespace) -> int:
-    """Run ``bmstudy run``; then build the book unless ``--no-book``.
-
-    Parameters
-    ----------
-    args : argparse.Namespace
-        Parsed :func:`add_cli_arguments`.
-
-    Returns
-    -------
-    int
-        0 on success, 1 when a stage failed.
-    """
-    params = dict(parse_param(p) for p in args.param)
-    t0 = time.perf_counter()
-    try:
-        res = run_study(args.name, args.profile, manifest=args.manifest, params=params, force=args.force,
-                        stages=args.stages, runs_dir=args.runs_dir, notebooks_dir=args.notebooks_dir,
-                        log_output=args.log_output)
-    except StageError as exc:
-        print(f"bmstudy run: {exc}", file=sys.stderr)
-        return 1
-    print(f"run {res.run_dir}: ran {res.ran or 'nothing'}, skipped {res.skipped or 'nothing'} "
-          f"({time.perf_counter() - t0:.0f} s)")
-    if not args.no_book:
-        from ..reporting.book import build_book
-
-        index = build_book(res.run_dir, book_dir=args.book_dir)
-        print(f"HTML report: {index}")
-    return 0
+    nb = nbformat.read(str(source), as_version=4)
+    nb.cells.append(module_record_cell(out_dir))
+    return nb

@@ -54,6 +54,9 @@ class Stage:
         One line saying what the stage does (the book's pipeline diagram).
     plan_sections : tuple of str
         The plan settings and sections the stage reads (:data:`PLAN_KEYS`); they enter its fingerprint.
+    status_table : str
+        Its per-case status table, relative to its output folder (``status`` column: ok / excluded /
+        failed); summarised at the end of a run (:mod:`bmstudy.study.accounting`). Empty: none.
     """
 
     name: str
@@ -61,6 +64,7 @@ class Stage:
     depends: tuple[str, ...] = ()
     description: str = ""
     plan_sections: tuple[str, ...] = ()
+    status_table: str = ""
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.plan_sections) - set(PLAN_KEYS))
@@ -83,24 +87,24 @@ class Stage:
 STAGES: tuple[Stage, ...] = (
     Stage("01_cohort", "01_cohort.ipynb", (),
           "manifest or synthetic cohort; systematic split; Table 1",
-          ("seed", "test_fraction", "synth")),
+          ("seed", "test_fraction", "synth"), "synthetic/synth_status.csv"),
     Stage("02_preprocessing", "02_preprocessing.ipynb", ("01_cohort",),
           "alignment check, resample, skull strip, Z-score, QC",
-          ("preprocess", "n_jobs")),
+          ("preprocess", "n_jobs"), "preprocess_report.csv"),
     Stage("03_training", "03_training.ipynb", ("01_cohort", "02_preprocessing"),
           "3D U-Net (ResNet-34 encoder) training curves",
           ("train", "gpu", "seed")),
     Stage("04_inference", "04_inference.ipynb", ("01_cohort", "03_training"),
           "sliding window predictions, timings",
-          ("inference", "gpu")),
+          ("inference", "gpu"), "timings.csv"),
     Stage("05_metrics", "05_metrics.ipynb", ("01_cohort", "04_inference"),
           "per-patient metrics, Table 2, Figure 3, lesion-wise detection",
-          ("evaluation",)),
+          ("evaluation",), "metrics.csv"),
     Stage("06_subgroups", "06_subgroups.ipynb", ("01_cohort", "05_metrics"),
           "subgroups (Figure 4): Mann-Whitney, DeLong, patient-level tests",
           ("evaluation", "seed")),
     Stage("07_timing", "07_timing.ipynb", ("01_cohort", "04_inference", "05_metrics"),
-          "model vs manual time (Table 3)"),
+          "model vs manual time (Table 3)", ("evaluation",)),
 )
 
 
