@@ -2,7 +2,8 @@
 
 Usage: python benchmarks/evaluate.py [--shape 240 240 155] [--cases 3] [--jobs 1]
 Writes synthetic truth masks and probability maps to a temporary folder, then times one
-evaluate_cohort call and the stages of one case (reading, case_metrics, lesion analysis, histogram).
+evaluate_cohort call and the stages of one case (reading, case_metrics, lesion analysis, histogram,
+BraTS lesion-wise scores, surface distances, FROC candidates).
 """
 from __future__ import annotations
 
@@ -59,6 +60,9 @@ def main() -> None:
             "lesion_table": lambda: M.lesion_table(pred, truth, (1, 1, 1)),
             "lesion_metrics": lambda: M.lesion_metrics(pred, truth, (1, 1, 1)),
             "score_histogram": lambda: M.score_histogram(prob, truth),
+            "brats_lesion_metrics": lambda: M.brats_lesion_metrics(pred, truth, (1, 1, 1)),
+            "surface_metrics (hd95, nsd)": lambda: M.surface_metrics(pred, truth, (1, 1, 1), 1.0, empty_distance=374.0),
+            "froc lesion_scores (prob >= 0.1)": lambda: M.lesion_scores(prob, truth, (1, 1, 1), 0.1),
         })
         for name, fn in stages.items():
             t0 = time.perf_counter()

@@ -168,11 +168,20 @@ def test_resume_and_force(study, tmp_path):
     E.evaluate_cohort(study["manifest"], study["preds"], out, threshold=0.6, **kw)  # new params: recompute
     stamp2 = (out / "metrics.csv").stat().st_mtime_ns
     assert stamp2 != stamp
+    # issue 14 / 10: inputs are compared by content hash, not mtime. A touched (unchanged) file is read
+    # back; a prediction with new content recomputes and its case's inputs_sha256 changes.
     future = (out / "metrics.csv").stat().st_mtime + 10
-    os.utime(study["preds"] / "p1_prob.nii.gz", (future, future))  # a newer input: recompute
+    os.utime(study["preds"] / "p1_prob.nii.gz", (future, future))
+    E.evaluate_cohort(study["manifest"], study["preds"], out, threshold=0.6, **kw)
+    assert (out / "metrics.csv").stat().st_mtime_ns == stamp2
+    before = E.load_results(out)[0].set_index("patient_id")["inputs_sha256"]
+    prob1 = np.asanyarray(nib.load(study["preds"] / "p1_prob.nii.gz").dataobj).astype(np.float32)
+    _nii(study["preds"] / "p1_prob.nii.gz", prob1 * np.float32(0.5))  # new content: recompute
     E.evaluate_cohort(study["manifest"], study["preds"], out, threshold=0.6, **kw)
     stamp3 = (out / "metrics.csv").stat().st_mtime_ns
     assert stamp3 != stamp2
+    after = E.load_results(out)[0].set_index("patient_id")["inputs_sha256"]
+    assert after["p1"] != before["p1"] and after["p2"] == before["p2"]
     edited = study["manifest"].assign(age=study["manifest"]["age"] + 1)  # a manifest edit: recompute
     df = E.evaluate_cohort(edited, study["preds"], out, threshold=0.6, **kw)
     assert list(df["age"]) == [46.0, 61.0] and (out / "metrics.csv").stat().st_mtime_ns != stamp3
@@ -348,3 +357,60 @@ def test_tiny_cohort_end_to_end(tiny_cohort, tmp_path):
     assert len(figures.figure4_subgroups(df).axes) == 3
     assert len(tables.compare_with_paper(df)) == 16
     assert set(hists) == set(df["patient_id"])
+
+
+# ============================================================================ issue 14: lesion-wise columns
+def test_lesionwise_surface_froc_and_provenance_columns(study, tmp_path, monkeypatch):
+    from bmstudy.plan import EvalParams
+
+    out = tmp_path / "eval14"
+    ep = EvalParams(splits=("test",), nsd_tolerance_mm=1.0, froc_candidate_threshold=0.2)
+    df = E.evaluate_cohort(study["manifest"], study["preds"], out, params=ep, progress=False).set_index("patient_id")
+    old = ["patient_id", "split", "site", "age", "age_group", "sex", "cancer_type", "manual_seconds",
+           "model_seconds", "status", "error", *E.METRICS]
+    assert list(df.reset_index().columns[:len(old)]) == old  # existing columns first, unchanged
+    p1, p2 = df.loc["p1"], df.loc["p2"]
+    # p1 is perfect: two lesions (48 and 60 voxels of 2 mm^3), BraTS Dice 1, HD95 0, NSD 1
+    assert (p1["brats_lesionwise_dice"], p1["brats_lesionwise_hd95"], p1["hd95"], p1["nsd"]) == (1.0, 0.0, 0.0, 1.0)
+    assert (p1["brats_n_truth"], p1["brats_tp"], p1["brats_fn"], p1["brats_fp"]) == (2, 2, 0, 0)
+    pred2 = study["prob2"] >= 0.5
+    ref = E.brats_lesion_metrics(pred2, study["truths"]["p2"], (1.0, 1.0, 2.0))
+    assert {k: p2[f"brats_{k}"] for k in E.BRATS_KEYS} == pytest.approx(ref)
+    s2 = E.surface_metrics(pred2, study["truths"]["p2"], (1.0, 1.0, 2.0), 1.0, empty_distance=374.0)
+    assert (p2["hd95"], p2["nsd"]) == pytest.approx((s2["hd95"], s2["nsd"]))
+    assert len(set(df["eval_code_hash"])) == 1 and len(df["eval_code_hash"].iloc[0]) == 64
+    assert df.loc["p1", "inputs_sha256"] != df.loc["p2", "inputs_sha256"]
+    # froc.csv: p1's two lesions scored 0.9 and no FP; p2's candidates at >= 0.2 scored by their max
+    scores = {s.case_id: s for s in E.load_froc(out)}
+    assert sorted(scores) == ["p1", "p2"]
+    assert list(scores["p1"].lesions["score"]) == pytest.approx([0.9, 0.9]) and scores["p1"].fp_scores.size == 0
+    direct = E.lesion_scores(study["prob2"], study["truths"]["p2"], (1.0, 1.0, 2.0), 0.2)
+    assert list(scores["p2"].lesions["score"]) == pytest.approx(list(direct.lesions["score"]))
+    assert sorted(scores["p2"].fp_scores) == pytest.approx(sorted(direct.fp_scores))
+    # axial axis = 2 (the z axis of the affine): lesion 2 is 4 x 5 pixels in plane; corner pixels' centres
+    # are 5 mm apart (3, 4) and the pixels add (3 + 4) / 5 mm along that line -> 6.4 mm
+    assert scores["p1"].lesions["axial_diameter_mm"].max() == pytest.approx(6.4)
+    les = E.load_results(out)[1]
+    assert {"axial_diameter_mm", "size_bin_axial"} <= set(les.columns)
+    # a change of the evaluation code (its hash) recomputes
+    stamp = (out / "metrics.csv").stat().st_mtime_ns
+    E.evaluate_cohort(study["manifest"], study["preds"], out, params=ep, progress=False)
+    assert (out / "metrics.csv").stat().st_mtime_ns == stamp
+    monkeypatch.setattr("bmstudy.evaluation.evaluate.code_hash", lambda: "0" * 64)
+    E.evaluate_cohort(study["manifest"], study["preds"], out, params=ep, progress=False)
+    assert (out / "metrics.csv").stat().st_mtime_ns != stamp
+    assert set(E.load_results(out)[0]["eval_code_hash"]) == {"0" * 64}
+
+
+def test_empty_convention_reaches_metrics(study, tmp_path):
+    """A case with an empty reference and an empty prediction: Dice 1 ('agree', BraTS) or NaN ('nan')."""
+    from bmstudy.plan import EvalParams
+
+    _nii(study["root"] / "data" / "p1_mask.nii.gz", np.zeros(SHAPE, np.uint8))
+    _nii(study["preds"] / "p1_prob.nii.gz", np.full(SHAPE, 0.05, np.float32))
+    kw = dict(progress=False)
+    agree = E.evaluate_cohort(study["manifest"], study["preds"], params=EvalParams(splits=("test",)), **kw)
+    nan = E.evaluate_cohort(study["manifest"], study["preds"], params=EvalParams(splits=("test",), empty="nan"), **kw)
+    a, n = agree.set_index("patient_id").loc["p1"], nan.set_index("patient_id").loc["p1"]
+    assert a["dice"] == a["iou"] == a["precision"] == 1.0 and a["brats_lesionwise_dice"] == 1.0
+    assert np.isnan(n["dice"]) and np.isnan(n["iou"]) and np.isnan(n["precision"]) and n["specificity"] == 1.0

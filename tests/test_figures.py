@@ -208,3 +208,20 @@ def test_inference_phases_figure(tmp_path):
         np.testing.assert_allclose([b.get_width() for b in container], med[phase].to_numpy())
     with pytest.raises(ValueError, match="no predicted"):
         figures.inference_phases_figure(timings.assign(status="failed"))
+
+
+def test_froc_figure_and_axial_bins():
+    from bmstudy.evaluation import LesionScores, froc_curve
+
+    les = pd.DataFrame({"label": [1, 2], "volume_mm3": [5.0, 100.0], "diameter_mm": [2.1, 5.8],
+                        "axial_diameter_mm": [2.5, 11.0], "score": [0.9, 0.6]})
+    fig = figures.froc_figure({"Testing set": froc_curve([LesionScores(les, np.array([0.7]), "a")])})
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log" and len(ax.get_lines()) == 1
+    with pytest.raises(ValueError):
+        figures.froc_figure({})
+    lesions = pd.DataFrame({"split": ["test"] * 3, "origin": ["truth"] * 3, "matched": [True, False, True],
+                            "size_bin": ["3-10 mm"] * 3, "size_bin_axial": ["3-10 mm", ">10 mm", ">10 mm"]})
+    fig = figures.lesion_size_figure(lesions, bin_column="size_bin_axial")
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["3-10 mm", ">10 mm"]
+    assert "RANO-BM" in fig.axes[0].get_xlabel()

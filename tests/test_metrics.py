@@ -233,9 +233,15 @@ def test_lesion_table_hand_built_counts_sizes_and_matching():
     truth[20:30, 6:8, 2:4] = True          # T4: 40 vox; one prediction P3 bridges T3 and T4
     pred[24:26, 2:8, 2:4] = True           # P3: 24 vox, overlaps T3 by 8 and T4 by 8
     df = M.lesion_table(pred, truth, (1, 1, 1))
+    # issue 14 added the RANO-BM longest axial diameter and its bin after the original columns
     assert list(df.columns) == [
-        "origin", "label", "n_voxels", "volume_mm3", "diameter_mm", "size_bin", "matched", "dice"]
+        "origin", "label", "n_voxels", "volume_mm3", "diameter_mm", "size_bin", "matched", "dice",
+        "axial_diameter_mm", "size_bin_axial"]
     t = df[df.origin == "truth"].sort_values("n_voxels").reset_index(drop=True)
+    # axial plane = axes (0, 1): T2 is a 2x2 square (diagonal 2*sqrt(2) mm), T1 a 4x4 one (4*sqrt(2))
+    assert t.axial_diameter_mm[0] == pytest.approx(2 * np.sqrt(2)) and t.axial_diameter_mm[3] == pytest.approx(4 * np.sqrt(2))
+    # T3, T4: 10 x 2 mm in plane, longer than 10 mm axially though 4.2 mm as equivalent spheres
+    assert list(t.size_bin_axial) == ["<3 mm", ">10 mm", ">10 mm", "3-10 mm"]
     p = df[df.origin == "pred"].sort_values("n_voxels").reset_index(drop=True)
     assert sorted(t.n_voxels) == [8, 40, 40, 64]
     assert sorted(p.n_voxels) == [24, 27, 64]
@@ -409,3 +415,41 @@ def test_score_histogram_float32_fast_path_equals_float64_floor():
         idx = np.minimum(np.floor(p32.astype(np.float64) * n_bins), n_bins - 1).astype(int)
         np.testing.assert_array_equal(pos, np.bincount(idx[t], minlength=n_bins))
         np.testing.assert_array_equal(neg, np.bincount(idx[~t], minlength=n_bins))
+
+
+# ============================================================================ issue 14: empty= and axial diameters
+def test_empty_option_for_zero_denominators():
+    both_empty = M.metrics_from_counts(0, 0, 0, 100)
+    assert both_empty["dice"] == both_empty["iou"] == both_empty["precision"] == 1.0  # default 'agree' = BraTS
+    for empty, want in (("nan", np.nan), (0, 0.0), (1, 1.0), ("agree", 1.0)):
+        r = M.metrics_from_counts(0, 0, 0, 100, empty=empty)
+        np.testing.assert_equal([r["dice"], r["iou"], r["precision"], r["recall"]], [want] * 4)
+        assert r["specificity"] == 1.0  # its denominator is not zero
+    # missed lesion (empty prediction, truth not empty): precision 0/0 -> 'agree' 0 (not perfect), else the value
+    assert M.metrics_from_counts(0, 0, 5, 95)["precision"] == 0.0
+    assert M.metrics_from_counts(0, 0, 5, 95, empty=1)["precision"] == 1.0
+    assert np.isnan(M.metrics_from_counts(0, 0, 5, 95, empty="nan")["precision"])
+    assert M.metrics_from_counts(0, 0, 5, 95, empty="nan")["dice"] == 0.0  # 0 / 5: defined
+    t = np.zeros((4, 4, 4), bool)
+    assert np.isnan(M.case_metrics(np.zeros(t.shape), t, empty="nan")["dice"])
+    with pytest.raises(ValueError, match="empty"):
+        M.metrics_from_counts(0, 0, 0, 1, empty=0.5)
+
+
+def test_axial_diameters_hand_built():
+    from bmstudy.evaluation.diameters import axial_axis, axial_diameters_mm
+
+    lab = np.zeros((20, 20, 6), int)
+    lab[2:9, 3, 1] = 1                  # a row of 7 pixels: 7 mm
+    lab[12:17, 12:17, 2:5] = 2          # 5 x 5 square on three slices: its diagonal 5*sqrt(2)
+    lab[0, 19, 5] = 3                   # one pixel: the larger in-plane pixel size
+    np.testing.assert_allclose(axial_diameters_mm(lab, 3, (1, 1, 3)), [7, 5 * np.sqrt(2), 1])
+    # anisotropic pixels 0.5 x 2 mm: the square's corner centres are (2, 8) mm apart and the two end pixels
+    # add (2 * 0.5 + 8 * 2) / |(2, 8)| mm along that line; the row: 6 * 0.5 + 0.5; one pixel: 2 mm
+    d = np.hypot(2, 8)
+    np.testing.assert_allclose(axial_diameters_mm(lab, 3, (0.5, 2, 3)), [3.5, d + 17 / d, 2])
+    # slice axis 0 instead: label 1 spans 1 pixel per slice
+    assert axial_diameters_mm(lab, 3, (1, 1, 1), axis=0)[0] == pytest.approx(1.0)
+    assert axial_axis(np.diag([1, 1, 2, 1])) == 2 and axial_axis(None) == 2
+    sag = np.array([[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]], float)  # voxel axis 0 along world S
+    assert axial_axis(sag) == 0

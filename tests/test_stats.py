@@ -290,14 +290,18 @@ def test_labels_use_the_io_validator():
 def test_compare_continuous():
     rng = np.random.default_rng(10)
     x, y = rng.normal(60, 10, 80), rng.normal(55, 10, 70)
-    r = S.compare_continuous(x, y, test="auto")
+    r = S.compare_continuous(x, y)  # default: Welch's t, fixed in advance
     assert r["test"] == "t"
     ref = sps.ttest_ind(x, y, equal_var=False)
     assert r["statistic"] == pytest.approx(ref.statistic) and r["p_value"] == pytest.approx(ref.pvalue)
     e1, e2 = rng.exponential(1, 80), rng.exponential(2, 70)
-    r = S.compare_continuous(e1, e2)
+    # issue 14: no Shapiro-Wilk gate -- skewed data keep the test asked for
+    assert S.compare_continuous(e1, e2)["test"] == "t"
+    r = S.compare_continuous(e1, e2, test="mwu")
     assert r["test"] == "mwu"
     assert r["p_value"] == pytest.approx(S.mann_whitney(e1, e2).p_value)
+    with pytest.raises(ValueError, match="fixed in advance"):
+        S.compare_continuous(x, y, test="auto")
     assert S.compare_continuous(x, y, test="mwu")["test"] == "mwu"
     with pytest.raises(ValueError):
         S.compare_continuous(x, y, test="anova")
@@ -320,6 +324,39 @@ def test_compare_categorical():
     r3 = S.compare_categorical(["lung", "other", "lung", "x"], ["other", "other", "lung"])
     assert r3["dof"] == 2
     assert S.compare_categorical(["a", "a"], ["a"])["p_value"] == 1.0
+
+
+def _brute_fisher(table):
+    """Two-sided exact p of a 2 x k table by enumerating every table with its margins (itertools)."""
+    import itertools
+    from math import comb
+    table = np.asarray(table)
+    cols, n1, n = table.sum(0), table[0].sum(), table.sum()
+    prob = lambda row: np.prod([comb(int(c), int(x)) for c, x in zip(cols, row)]) / comb(int(n), int(n1))  # noqa: E731
+    p_obs = prob(table[0])
+    total = 0.0
+    for row in itertools.product(*[range(int(c) + 1) for c in cols]):
+        if sum(row) == n1 and prob(row) <= p_obs * (1 + 1e-7):
+            total += prob(row)
+    return total
+
+
+def test_compare_categorical_uses_fisher_when_expected_below_5():
+    # 2x2: expected counts (4 x 4 / 8 = 2) < 5 -> Fisher, equal to scipy's two-sided fisher_exact
+    a, b = ["M"] * 3 + ["F"], ["M"] + ["F"] * 3
+    r = S.compare_categorical(a, b)
+    assert r["test"] == "fisher" and np.isnan(r["statistic"]) and r["min_expected"] == 2.0
+    assert r["p_value"] == pytest.approx(sps.fisher_exact([[1, 3], [3, 1]]).pvalue, rel=1e-12)
+    assert r["p_value"] == pytest.approx(34 / 70, rel=1e-12)  # (1 + 16 + 16 + 1) / C(8, 4) by hand
+    # 2x3 (Freeman-Halton) against brute-force enumeration
+    t = np.array([[3, 1, 2], [1, 3, 6]])
+    a = ["x"] * 3 + ["y"] + ["z"] * 2
+    b = ["x"] + ["y"] * 3 + ["z"] * 6
+    r = S.compare_categorical(a, b)
+    np.testing.assert_array_equal(r["table"], t)
+    assert r["test"] == "fisher" and r["p_value"] == pytest.approx(_brute_fisher(t), rel=1e-10)
+    # large cells: chi-square
+    assert S.compare_categorical(["M"] * 30 + ["F"] * 20, ["M"] * 10 + ["F"] * 25)["test"] == "chi2"
 
 
 # ============================================================================ patient-level alternatives
@@ -356,8 +393,13 @@ def test_cluster_bootstrap_matches_loop_reference_and_is_seeded():
     lo, hi = np.quantile(boots, [0.025, 0.975])
     assert res["ci_low"] == pytest.approx(lo, abs=1e-12) and res["ci_high"] == pytest.approx(hi, abs=1e-12)
     p = min(1.0, 2 * min((boots <= 0).sum() + 1, (boots >= 0).sum() + 1) / 151)
-    assert res["p_value"] == pytest.approx(p)
+    # issue 14: the inverted-interval p is kept as p_bootstrap; p_value is the null (permutation) p
+    assert res["p_bootstrap"] == pytest.approx(p)
     assert res["n_valid"] == 150
+    pos = np.array([h[0] for h in ha + hb]); neg = np.array([h[1] for h in ha + hb])
+    perm = S.pooled_auc_permutation_test(pos, neg, [1] * 7 + [0] * 5, group_a=1, n_permutations=150, seed=3)
+    assert res["p_method"] == "permutation" and res["p_value"] == perm.p_value
+    assert perm.statistic == pytest.approx(res["diff"], abs=1e-12)
 
 
 def test_cluster_bootstrap_detects_real_difference_not_null():

@@ -109,6 +109,13 @@ def test_table3_z_and_p():
     assert t.loc[0, "p (paired Wilcoxon)"] == pytest.approx(
         sps.wilcoxon(te["model_seconds"] - te["manual_seconds"]).pvalue)
     assert t.loc[0, "Model, s"] == tables.median_iqr(te["model_seconds"], 0)
+    # issue 14: W (R's wilcox.test statistic = scipy's U of the first sample) and the Hodges-Lehmann
+    # shift (median of all model - manual differences) with its 95 % CI
+    assert t.loc[0, "W"] == pytest.approx(u)
+    diffs = np.subtract.outer(te["model_seconds"].to_numpy(), te["manual_seconds"].to_numpy()).ravel()
+    assert t.loc[0, "HL shift, s"] == pytest.approx(np.median(diffs))
+    assert (t.loc[0, "HL 95% CI low"], t.loc[0, "HL 95% CI high"]) == pytest.approx((ref.ci_low, ref.ci_high))
+    assert t.loc[0, "HL 95% CI low"] <= t.loc[0, "HL shift, s"] <= t.loc[0, "HL 95% CI high"]
 
 
 @pytest.mark.parametrize("by", ["sex", "age_group", "cancer_type"])
@@ -141,6 +148,11 @@ def test_subgroup_p_values_equal_mann_whitney(by):
     assert auc["delong_p"] == pytest.approx(ref.p_value, rel=1e-9)
     assert auc["delong_auc_a"] == pytest.approx(ref.auc_a, rel=1e-12)
     assert 0.0 <= auc["boot_p"] <= 1.0 and auc["boot_ci_low"] <= auc["boot_diff"] <= auc["boot_ci_high"]
+    # issue 14: boot_p is the patient-level permutation p (labels permuted under the null), seeded as the bootstrap
+    ids = ga["patient_id"].tolist() + gb["patient_id"].tolist()
+    perm = stats.pooled_auc_permutation_test(np.array([hists[i][0] for i in ids]), np.array([hists[i][1] for i in ids]),
+                                             [1] * len(ga) + [0] * len(gb), group_a=1, n_permutations=200, seed=3)
+    assert auc["boot_p"] == perm.p_value
     assert t.set_index("metric").loc["dice", ["delong_p", "boot_p"]].isna().all()  # AUC only
 
 
@@ -353,3 +365,44 @@ def test_inference_timing_table():
     assert t.set_index("split").loc["external", "model_s"] == pytest.approx(round(exp, 2))
     with pytest.raises(ValueError, match="model_s"):
         tables.inference_timing_table(timings.drop(columns="model_s"))
+
+
+# ============================================================================ issue 14: lesion-wise tables
+def _brats_frame():
+    return pd.DataFrame({
+        "patient_id": ["a", "b", "c", "d"], "split": ["test", "test", "test", "external"],
+        "status": ["ok", "ok", "failed", "ok"],
+        "brats_lesionwise_dice": [1.0, 0.5, np.nan, 0.25], "brats_lesionwise_hd95": [0.0, 190.0, np.nan, 10.0],
+        "brats_n_truth": [2, 1, np.nan, 3], "brats_tp": [2, 1, np.nan, 1], "brats_fn": [0, 0, np.nan, 2],
+        "brats_fp": [0, 1, np.nan, 4], "hd95": [0.0, 3.0, np.nan, 5.0], "nsd": [1.0, 0.8, np.nan, 0.5]})
+
+
+def test_brats_lesionwise_table_and_caption():
+    df = _brats_frame()
+    assert tables.evaluated_caption(df) == "Testing set: N = 2 evaluated of 3; Validation set: N = 1 evaluated of 1"
+    t = tables.brats_lesionwise_table(df).set_index("Measure")
+    te = t["Testing set (N = 2)"]
+    assert te["Lesion-wise Dice, mean"] == "0.750" and te["Lesion-wise HD95 (mm), mean"] == "95.0"
+    assert (te["Detected (TP)"], te["Missed (FN)"], te["False positives (FP)"], te["FP per patient"]) == ("3", "0", "1", "0.50")
+    assert t["Validation set (N = 1)"]["FP per patient"] == "4.00"
+    with pytest.raises(ValueError):
+        tables.brats_lesionwise_table(df.drop(columns=["nsd"]))
+
+
+def test_froc_table_by_size_bin():
+    from bmstudy.evaluation import LesionScores, froc_curve, froc_score, size_bin
+
+    les = pd.DataFrame({"label": [1, 2, 3], "volume_mm3": [5.0, 100.0, 4000.0], "diameter_mm": [2.1, 5.8, 19.7],
+                        "axial_diameter_mm": [2.5, 11.0, 25.0], "score": [0.9, 0.6, np.nan]})
+    cases = [LesionScores(les, np.array([0.95, 0.3]), "a"), LesionScores(les.iloc[:0], np.zeros(0), "b")]
+    curves = {"test|equivalent sphere": froc_curve(cases, size_bin=size_bin),
+              "test|longest axial": froc_curve(cases, size_bin=size_bin, diameter_column="axial_diameter_mm")}
+    t = tables.froc_table(curves)
+    allrow = t[(t["Diameter"] == "equivalent sphere") & (t["Size bin"] == "all")].iloc[0]
+    assert allrow["Lesions"] == 3 and allrow["FROC score"] == pytest.approx(froc_score(froc_curve(cases)), abs=1e-3)
+    # 2 patients: after the first FP (0.95) the rate is 0.5 FP/patient, where both found lesions (0.9, 0.6)
+    # are reached: 2 of 3 at 0.5 FP; 0.25 FP interpolates linearly from (0, 0) -> 1/3
+    assert allrow["Sens @ 0.5 FP"] == pytest.approx(2 / 3, abs=1e-3) and allrow["Sens @ 8 FP"] == pytest.approx(2 / 3, abs=1e-3)
+    assert allrow["Sens @ 0.25 FP"] == pytest.approx(1 / 3, abs=1e-3)
+    axial = t[t["Diameter"] == "longest axial"].set_index("Size bin")
+    assert axial.loc[">10 mm", "Lesions"] == 2 and axial.loc["<3 mm", "Lesions"] == 1

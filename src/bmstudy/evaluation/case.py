@@ -9,6 +9,16 @@ numbered as in that file.
 
 Predictions are the files inference writes (:func:`prediction_paths`): ``<pid>_prob.nii.gz``
 (float32 probabilities) or, as a fallback, ``<pid>.nii.gz`` (uint8 mask).
+
+Besides the paper's voxel metrics and the any-overlap lesion table, each case gets the BraTS-METS
+2023 lesion-wise scores (:data:`BRATS_COLUMNS`, :func:`bmstudy.evaluation.brats.brats_lesion_metrics`),
+the whole-mask surface distances ``hd95`` and ``nsd`` at ``nsd_tolerance_mm``
+(:func:`bmstudy.evaluation.surface.surface_metrics`; one mask empty: HD95 374 mm as BraTS, NSD 0;
+both empty: 0 and 1) and the FROC candidates (:func:`bmstudy.evaluation.froc.lesion_scores`:
+components of ``prob >= froc_candidate_threshold`` scored by their maximum probability, BraTS
+matching) as rows of ``froc.csv``. Lesion diameters: the equivalent-sphere diameter and the longest
+axial diameter (RANO-BM), the axial axis taken from the reference file's affine
+(:func:`bmstudy.evaluation.diameters.axial_axis`).
 """
 from __future__ import annotations
 
@@ -20,12 +30,18 @@ import pandas as pd
 
 from ..io.binary import as_binary
 from ..io.volumes import Volume, affine_spacing, read_volume
-from ..utils import PathLike, get_logger
+from ..plan import EvalParams
+from ..utils import PathLike, get_logger, safe_join
+from .brats import BRATS_KEYS, brats_lesion_metrics
+from .diameters import axial_axis
+from .froc import lesion_scores
 from .histograms import score_histogram
 from .lesions import lesion_metrics_from_table, lesion_table
+from .surface import BRATS_MAX_DISTANCE_MM, surface_metrics
 from .voxel import case_metrics
 
-__all__ = ["LESION_SUMMARY_KEYS", "prediction_paths", "evaluate_case"]
+__all__ = ["LESION_SUMMARY_KEYS", "BRATS_COLUMNS", "SURFACE_COLUMNS", "FROC_COLUMNS", "prediction_paths",
+           "evaluate_case"]
 
 log = get_logger("bmstudy.evaluation.case")
 
@@ -34,6 +50,14 @@ LESION_SUMMARY_KEYS: tuple[str, ...] = (
     "n_true", "n_pred", "n_detected", "n_fp",
     "lesion_sensitivity", "lesion_precision", "lesion_f1", "lesion_dice",
 )
+#: ``metrics.csv`` columns of the BraTS-METS lesion-wise scores (``brats_`` + :data:`BRATS_KEYS`).
+BRATS_COLUMNS: tuple[str, ...] = tuple(f"brats_{k}" for k in BRATS_KEYS)
+#: ``metrics.csv`` columns of the whole-mask surface distances.
+SURFACE_COLUMNS: tuple[str, ...] = ("hd95", "nsd")
+#: Columns of the per-case FROC rows (``froc.csv``): one row per counted truth lesion
+#: (``kind='lesion'``, ``score`` NaN when no candidate matches it) and per false-positive candidate.
+FROC_COLUMNS: tuple[str, ...] = ("patient_id", "kind", "label", "volume_mm3", "diameter_mm", "axial_diameter_mm",
+                                 "score")
 _AFFINE_ATOL = 1e-3
 
 
@@ -50,8 +74,8 @@ def prediction_paths(predictions_dir: PathLike, patient_id: str) -> tuple[Path, 
     prob_path, mask_path : Path
         ``<pid>_prob.nii.gz`` and ``<pid>.nii.gz`` in ``predictions_dir``.
     """
-    d = Path(predictions_dir)
-    return d / f"{patient_id}_prob.nii.gz", d / f"{patient_id}.nii.gz"
+    return (safe_join(predictions_dir, f"{patient_id}_prob.nii.gz"),
+            safe_join(predictions_dir, f"{patient_id}.nii.gz"))
 
 
 def _read(path: Path, what: str, pid: str) -> Volume:
@@ -117,7 +141,8 @@ def evaluate_case(
     n_bins: int | None = None,
     mask_labels: Sequence[int] | None = None,
     label_threshold: float | None = None,
-) -> tuple[dict[str, Any], pd.DataFrame, tuple[np.ndarray, np.ndarray]]:
+    params: EvalParams | None = None,
+) -> tuple[dict[str, Any], pd.DataFrame, tuple[np.ndarray, np.ndarray], pd.DataFrame]:
     """Evaluate one patient against its prediction.
 
     Voxel metrics use the probability map (``<pid>_prob.nii.gz``); lesion analysis uses the same map
@@ -136,21 +161,27 @@ def evaluate_case(
     brain_mask_path : path-like, optional
         Restricts voxel metrics and histograms to the brain.
     min_lesion_mm3 : float, optional
-        Smallest component counted as a lesion (None: the library default).
+        Smallest component counted as a lesion in the any-overlap table (None: the library default).
     n_bins : int, optional
         Score-histogram resolution (None: the library default).
     mask_labels, label_threshold : optional
         How a label-map reference becomes a 0/1 mask (:func:`bmstudy.io.as_binary`); by default the
         reference must hold only 0/1.
+    params : EvalParams, optional
+        NSD tolerance, FROC candidate threshold, BraTS dilation / minimum volume and the ``empty``
+        convention (default: ``EvalParams()``); its ``threshold`` etc. are NOT read (use the keywords).
 
     Returns
     -------
     metrics_row : dict
-        Voxel metrics, lesion summary, volumes and the prediction file used.
+        Voxel metrics, lesion summary, BraTS lesion-wise scores, surface distances, volumes and the
+        prediction file used.
     lesion_rows : DataFrame
         :func:`~bmstudy.evaluation.lesions.lesion_table` rows with ``patient_id`` first.
     hist : (ndarray, ndarray)
         ``(pos_counts, neg_counts)`` int64 score histograms.
+    froc_rows : DataFrame
+        :data:`FROC_COLUMNS` rows of this patient.
 
     Raises
     ------
@@ -174,32 +205,63 @@ def evaluate_case(
         brain = ref.to_source(as_binary(bvol.data, "brain mask", case=pid, path=brain_mask_path))
     # back to the reference file's voxel order (an exact permutation): lesions numbered as in the file
     truth, prob = ref.to_source(truth), ref.to_source(prob)
-    return _case_results(pid, prob, truth, brain, _spacing(ref), source, threshold=threshold,
-                         min_lesion_mm3=min_lesion_mm3, n_bins=n_bins)
+    return case_results(pid, prob, truth, brain, _spacing(ref), source, threshold=threshold,
+                        min_lesion_mm3=min_lesion_mm3, n_bins=n_bins, params=params,
+                        axis=axial_axis(ref.source_affine))
 
 
-def _case_results(pid: str, prob: np.ndarray, truth: np.ndarray, brain: np.ndarray | None,
-                  spacing: tuple[float, float, float], source: Path, *, threshold: float,
-                  min_lesion_mm3: float | None, n_bins: int | None,
-                  ) -> tuple[dict[str, Any], pd.DataFrame, tuple[np.ndarray, np.ndarray]]:
-    """Metrics row, lesion rows and score histograms of one patient's arrays (same grid)."""
+def case_results(pid: str, prob: np.ndarray, truth: np.ndarray, brain: np.ndarray | None,
+                 spacing: tuple[float, float, float], source: PathLike | None = None, *, threshold: float = 0.5,
+                 min_lesion_mm3: float | None = None, n_bins: int | None = None,
+                 params: EvalParams | None = None, axis: int = 2,
+                 ) -> tuple[dict[str, Any], pd.DataFrame, tuple[np.ndarray, np.ndarray], pd.DataFrame]:
+    """:func:`evaluate_case`'s results from one patient's arrays (same grid, the file's voxel order).
+
+    ``axis`` is the voxel axis normal to the axial plane; the other arguments as :func:`evaluate_case`.
+    """
+    ep = params if params is not None else EvalParams()
     voxel_mm3 = float(np.prod(spacing))
     pred = prob >= threshold
     row: dict[str, Any] = {"patient_id": pid}
-    row.update({k: float(v) for k, v in case_metrics(prob, truth, threshold=threshold, mask=brain).items()})
-    lesion_kwargs: dict[str, Any] = {}
+    row.update({k: float(v) for k, v in
+                case_metrics(prob, truth, threshold=threshold, mask=brain, empty=ep.empty).items()})
+    lesion_kwargs: dict[str, Any] = {"axial_axis": int(axis)}
     if min_lesion_mm3 is not None:
         lesion_kwargs["min_volume_mm3"] = float(min_lesion_mm3)
     lesions = lesion_table(pred, truth, spacing, **lesion_kwargs)
     summary = lesion_metrics_from_table(lesions)
     row.update({k: summary[k] for k in LESION_SUMMARY_KEYS if k in summary})
+    brats = brats_lesion_metrics(pred, truth, spacing, dilation=ep.brats_dilation,
+                                 min_volume_mm3=ep.brats_min_volume_mm3)
+    row.update({f"brats_{k}": brats[k] for k in BRATS_KEYS})
+    surf = surface_metrics(pred, truth, spacing, ep.nsd_tolerance_mm, empty_distance=BRATS_MAX_DISTANCE_MM)
+    row.update({k: float(surf[k]) for k in SURFACE_COLUMNS})
     row["truth_volume_ml"] = float(truth.sum()) * voxel_mm3 / 1000.0
     row["pred_volume_ml"] = float(pred.sum()) * voxel_mm3 / 1000.0
-    row["prediction_file"] = str(source)
+    row["prediction_file"] = "" if source is None else str(source)
     hist_kwargs: dict[str, Any] = {"mask": brain}
     if n_bins is not None:
         hist_kwargs["n_bins"] = int(n_bins)
     pos, neg = score_histogram(prob, truth, **hist_kwargs)
     lesions = lesions.copy()
     lesions.insert(0, "patient_id", pid)
-    return row, lesions, (np.asarray(pos, dtype=np.int64), np.asarray(neg, dtype=np.int64))
+    froc = _froc_rows(pid, prob, truth, spacing, ep, int(axis))
+    return row, lesions, (np.asarray(pos, dtype=np.int64), np.asarray(neg, dtype=np.int64)), froc
+
+
+def _froc_rows(pid: str, prob: np.ndarray, truth: np.ndarray, spacing: tuple[float, float, float],
+               ep: EvalParams, axis: int) -> pd.DataFrame:
+    """:data:`FROC_COLUMNS` rows: the counted truth lesions with their best candidate score, the FPs."""
+    ls = lesion_scores(prob, truth, spacing, ep.froc_candidate_threshold, dilation=ep.brats_dilation,
+                       min_volume_mm3=ep.brats_min_volume_mm3, case_id=pid, axial_axis=axis)
+    les = ls.lesions
+    fp = np.asarray(ls.fp_scores, dtype=np.float64)
+    rows = pd.DataFrame({
+        "patient_id": pid, "kind": ["lesion"] * len(les) + ["fp"] * fp.size,
+        "label": np.concatenate([les["label"].to_numpy(np.int64), np.zeros(fp.size, np.int64)]),
+        "volume_mm3": np.concatenate([les["volume_mm3"].to_numpy(float), np.full(fp.size, np.nan)]),
+        "diameter_mm": np.concatenate([les["diameter_mm"].to_numpy(float), np.full(fp.size, np.nan)]),
+        "axial_diameter_mm": np.concatenate([les["axial_diameter_mm"].to_numpy(float), np.full(fp.size, np.nan)]),
+        "score": np.concatenate([les["score"].to_numpy(float), fp]),
+    })
+    return rows[list(FROC_COLUMNS)]

@@ -9,11 +9,15 @@ case is reported (``status='failed'`` and the error naming case and file) and ne
 others' results.
 
 Outputs (``out_dir``, all written atomically): ``metrics.csv`` (one row per patient: metrics,
-demographics, split, site, ``manual_seconds``, ``model_seconds``, ``status``, ``error``),
-``lesions.csv`` (lesion_table rows + ``patient_id`` and ``split``), ``score_hists.npz``
-(per-patient histograms, read back with :func:`bmstudy.evaluation.load_score_hists`) and
-``evaluate_params.json`` (the parameters and their hash: outputs newer than every input and made
-with the same parameters are read back instead of recomputed). Also the ``bmstudy evaluate`` command.
+demographics, split, site, ``manual_seconds``, ``model_seconds``, ``status``, ``error``, then the
+BraTS-METS lesion-wise ``brats_*`` columns, ``hd95``, ``nsd`` and the provenance columns
+``eval_code_hash``, ``eval_params_hash``, ``inputs_sha256``), ``lesions.csv`` (lesion_table rows +
+``patient_id`` and ``split``; both diameters), ``froc.csv`` (per-lesion and false-positive candidate
+scores for the cohort FROC, :func:`load_froc`), ``score_hists.npz`` (per-patient histograms, read back
+with :func:`bmstudy.evaluation.load_score_hists`) and ``evaluate_params.json`` (the parameters, the
+code hash and every input's content hash: outputs made by the same code and parameters from inputs
+with the same content are read back instead of recomputed; :mod:`bmstudy.evaluation.provenance`).
+Also the ``bmstudy evaluate`` command.
 """
 from __future__ import annotations
 
@@ -29,8 +33,11 @@ import pandas as pd
 from ..cases import run_cases
 from ..plan import EvalParams
 from ..utils import PathLike, atomic_to_csv, atomic_write_json, get_logger, params_hash
-from .case import evaluate_case, prediction_paths
+from .case import FROC_COLUMNS, evaluate_case, prediction_paths
+from .froc import LesionScores, scores_from_rows
+from .groups import AGE_CUTOFF, age_group
 from .histograms import save_score_hists
+from .provenance import HashCache, code_hash, digest_of
 from .voxel import METRIC_KEYS
 
 __all__ = [
@@ -39,6 +46,7 @@ __all__ = [
     "age_group",
     "evaluate_cohort",
     "load_results",
+    "load_froc",
     "add_cli_arguments",
     "cli_main",
 ]
@@ -48,33 +56,8 @@ log = get_logger("bmstudy.evaluation.evaluate")
 #: The paper's eight voxel-wise metrics, in the order of its Table 2.
 METRICS: tuple[str, ...] = METRIC_KEYS
 DEMOGRAPHIC_COLUMNS: tuple[str, ...] = ("patient_id", "split", "site", "age", "age_group", "sex", "cancer_type")
-AGE_CUTOFF = 60.0
 #: Files written by :func:`evaluate_cohort` (``evaluate_params.json`` last: it marks a complete run).
-OUTPUT_FILES: tuple[str, ...] = ("metrics.csv", "lesions.csv", "score_hists.npz", "evaluate_params.json")
-
-
-def age_group(age: Any, cutoff: float = AGE_CUTOFF) -> Any:
-    """Age group label(s) ``'<60'`` / ``'>=60'``.
-
-    Parameters
-    ----------
-    age : float or array-like of float
-        Age(s) in years; NaN stays missing.
-    cutoff : float, default=60.0
-
-    Returns
-    -------
-    str, float NaN, or ndarray of object
-        A label for a scalar, an object array for array-like input.
-    """
-    lo, hi = f"<{cutoff:g}", f">={cutoff:g}"
-    if np.ndim(age) == 0:
-        a = float(age)
-        return np.nan if not np.isfinite(a) else (lo if a < cutoff else hi)
-    a = pd.to_numeric(pd.Series(age), errors="coerce").to_numpy(dtype=float)
-    out = np.where(a < cutoff, lo, hi).astype(object)
-    out[~np.isfinite(a)] = np.nan
-    return out
+OUTPUT_FILES: tuple[str, ...] = ("metrics.csv", "lesions.csv", "froc.csv", "score_hists.npz", "evaluate_params.json")
 
 
 def _evaluate_record(record: dict[str, Any], *, pred_dir: Path, brain_mask: bool,
@@ -107,19 +90,23 @@ def _input_files(cases: pd.DataFrame, predictions_dir: Path, brain_mask: bool) -
     return files
 
 
-def _up_to_date(out_dir: Path, inputs: Iterable[Path], params: dict[str, Any]) -> bool:
-    outs = [out_dir / name for name in OUTPUT_FILES]
-    if not all(p.is_file() for p in outs):
-        return False
+def _stored_run(out_dir: Path) -> dict[str, Any]:
+    """``evaluate_params.json`` of a previous run ({} when absent or unreadable)."""
     try:
-        stored = json.loads((out_dir / "evaluate_params.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return dict(json.loads((out_dir / "evaluate_params.json").read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        return {}
+
+
+def _up_to_date(out_dir: Path, inputs: Iterable[Path], params: dict[str, Any], cache: HashCache) -> bool:
+    """Same parameters (code hash included) and every input with the recorded content hash."""
+    if not all((out_dir / name).is_file() for name in OUTPUT_FILES):
         return False
+    stored = _stored_run(out_dir)
     if stored.get("params_hash") != params_hash(params):
         return False
-    oldest_out = min(p.stat().st_mtime for p in outs)
-    newest_in = max((p.stat().st_mtime for p in inputs if p.exists()), default=0.0)
-    return oldest_out > newest_in
+    recorded = stored.get("input_sha256") or {}
+    return all(recorded.get(str(p)) == cache.sha256(p) for p in inputs)
 
 
 def _read_timings(predictions_dir: Path) -> pd.Series | None:
@@ -136,10 +123,10 @@ def _read_timings(predictions_dir: Path) -> pd.Series | None:
 def _settings(params: EvalParams | None, **given: Any) -> dict[str, Any]:
     """The evaluation settings: ``params`` (when given) replaces the keyword values."""
     if params is None:
-        return given
+        return {**given, "eval_params": EvalParams()}
     return {"splits": params.splits, "threshold": params.threshold, "brain_mask": params.brain_mask,
             "min_lesion_mm3": params.min_lesion_mm3, "n_bins": params.n_bins,
-            "mask_labels": params.mask_labels, "label_threshold": params.label_threshold}
+            "mask_labels": params.mask_labels, "label_threshold": params.label_threshold, "eval_params": params}
 
 
 def _select_cases(manifest_df: pd.DataFrame, pred_dir: Path, s: dict[str, Any]) -> pd.DataFrame:
@@ -166,7 +153,7 @@ def _run_params(s: dict[str, Any], pred_dir: Path, cases: pd.DataFrame) -> dict[
     params: dict[str, Any] = {
         "splits": None if s["splits"] is None else list(s["splits"]), "threshold": float(s["threshold"]),
         "brain_mask": bool(s["brain_mask"]), "min_lesion_mm3": s["min_lesion_mm3"], "n_bins": s["n_bins"],
-        "predictions_dir": str(pred_dir.resolve()),
+        "predictions_dir": str(pred_dir.resolve()), "code": code_hash(),
         # the evaluated rows themselves (ids, paths, demographics): an edited manifest recomputes
         "cases": params_hash({c: cases[c].astype(str).tolist() for c in cases.columns}),
     }
@@ -175,6 +162,10 @@ def _run_params(s: dict[str, Any], pred_dir: Path, cases: pd.DataFrame) -> dict[
         params["mask_labels"] = [int(v) for v in s["mask_labels"]]
     if s.get("label_threshold") is not None:
         params["label_threshold"] = float(s["label_threshold"])
+    ep: EvalParams = s["eval_params"]
+    params.update(nsd_tolerance_mm=float(ep.nsd_tolerance_mm), froc_candidate_threshold=float(ep.froc_candidate_threshold),
+                  brats_dilation=int(ep.brats_dilation), brats_min_volume_mm3=float(ep.brats_min_volume_mm3),
+                  empty=str(ep.empty))
     return params
 
 
@@ -194,44 +185,68 @@ def _base_row(rec: dict[str, Any], timings: pd.Series | None) -> dict[str, Any]:
     }
 
 
+Hists = dict[str, tuple[np.ndarray, np.ndarray]]
+
+
+def _case_files(rec: dict[str, Any], pred_dir: Path, brain_mask: bool) -> list[Path]:
+    """The files one case's metrics are computed from (reference, both prediction files, brain mask)."""
+    files = [Path(rec["mask"]), *prediction_paths(pred_dir, str(rec["patient_id"]))]
+    bpath = rec.get("brain_mask") if brain_mask else None
+    if isinstance(bpath, str) and bpath:
+        files.append(Path(bpath))
+    return files
+
+
 def _collect(records: list[dict[str, Any]], status_rows: list[dict[str, Any]], timings: pd.Series | None,
-             ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, tuple[np.ndarray, np.ndarray]]]:
-    """``(metrics, lesions, hists)`` of the cohort from the per-case status rows (input order)."""
+             provenance: list[dict[str, str]]) -> tuple[pd.DataFrame, pd.DataFrame, Hists, pd.DataFrame]:
+    """``(metrics, lesions, hists, froc rows)`` of the cohort from the per-case status rows (input order)."""
     rows: list[dict[str, Any]] = []
     lesion_frames: list[pd.DataFrame] = []
-    hists: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for rec, status in zip(records, status_rows):
+    froc_frames: list[pd.DataFrame] = []
+    hists: Hists = {}
+    for rec, status, prov in zip(records, status_rows, provenance):
         base = _base_row(rec, timings)
         if status.get("status") != "ok":
-            rows.append({**base, "status": "failed", "error": str(status.get("reason", ""))})
+            rows.append({**base, "status": "failed", "error": str(status.get("reason", "")), **prov})
             continue
-        row, lesions, hist = status["payload"]
+        row, lesions, hist, froc = status["payload"]
         row = {k: v for k, v in row.items() if k != "patient_id"}
-        rows.append({**base, **row, "status": "ok", "error": ""})
+        rows.append({**base, **row, "status": "ok", "error": "", **prov})
         lesions.insert(1, "split", base["split"])
         lesion_frames.append(lesions)
+        froc = froc.copy()
+        froc.insert(1, "split", base["split"])
+        froc_frames.append(froc)
         hists[base["patient_id"]] = hist
     df = _order_columns(pd.DataFrame(rows))
     lesions_df = pd.concat(lesion_frames, ignore_index=True) if lesion_frames else pd.DataFrame(
         columns=["patient_id", "split"])
-    return df, lesions_df, hists
+    froc_df = pd.concat(froc_frames, ignore_index=True) if froc_frames else pd.DataFrame(
+        columns=["patient_id", "split", *FROC_COLUMNS[1:]])
+    return df, lesions_df, hists, froc_df
 
 
-def _evaluate_cases(cases: pd.DataFrame, pred_dir: Path, s: dict[str, Any], *, n_jobs: int, progress: bool,
-                    ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, tuple[np.ndarray, np.ndarray]]]:
-    """Run :func:`bmstudy.cases.run_cases` over the cases; ``(metrics, lesions, hists)`` in manifest order."""
+def _evaluate_cases(cases: pd.DataFrame, pred_dir: Path, s: dict[str, Any], run_params: dict[str, Any],
+                    cache: HashCache, *, n_jobs: int, progress: bool,
+                    ) -> tuple[pd.DataFrame, pd.DataFrame, Hists, pd.DataFrame]:
+    """Run :func:`bmstudy.cases.run_cases` over the cases; ``(metrics, lesions, hists, froc)`` in manifest order."""
     timings = _read_timings(pred_dir)
     records = cases.to_dict("records")
     case_kwargs = {"threshold": s["threshold"], "min_lesion_mm3": s["min_lesion_mm3"], "n_bins": s["n_bins"],
-                   "mask_labels": s["mask_labels"], "label_threshold": s["label_threshold"]}
+                   "mask_labels": s["mask_labels"], "label_threshold": s["label_threshold"],
+                   "params": s["eval_params"]}
     t0 = time.perf_counter()
-    result = run_cases(_evaluate_record, records, n_jobs=n_jobs, desc="evaluate", progress=progress,
+    result = run_cases(_evaluate_record, records, n_jobs=int(n_jobs), desc="evaluate", progress=progress,
                        kwargs={"pred_dir": pred_dir, "brain_mask": bool(s["brain_mask"]), "case_kwargs": case_kwargs})
-    df, lesions_df, hists = _collect(records, result.rows, timings)
+    common = {"eval_code_hash": run_params["code"], "eval_params_hash": params_hash(run_params)}
+    provenance = [{**common, "inputs_sha256": digest_of(cache.sha256(f) for f in
+                                                        _case_files(r, pred_dir, bool(s["brain_mask"])))}
+                  for r in records]
+    df, lesions_df, hists, froc_df = _collect(records, result.rows, timings, provenance)
     n_failed = int((df["status"] != "ok").sum())
     log.info("evaluated %d case(s) in %.1f s: %d ok, %d failed", len(df), time.perf_counter() - t0,
              len(df) - n_failed, n_failed)
-    return df, lesions_df, hists
+    return df, lesions_df, hists, froc_df
 
 
 def evaluate_cohort(
@@ -261,9 +276,8 @@ def evaluate_cohort(
         Folder with ``<pid>_prob.nii.gz`` / ``<pid>.nii.gz`` and optional ``timings.csv`` (its
         ``total_s`` becomes ``model_seconds``).
     out_dir : path-like, optional
-        Where ``metrics.csv``, ``lesions.csv``, ``score_hists.npz`` go (nothing written if None).
-        When these are newer than every input and were made with the same parameters, they are
-        read back instead of recomputed, unless ``force``.
+        Where :data:`OUTPUT_FILES` go (nothing written if None); outputs of the same code, parameters
+        and input contents are read back instead of recomputed, unless ``force``.
     splits : sequence of str or None, default=('test', 'external')
         Manifest splits to evaluate (None: every row).
     threshold : float, default=0.5
@@ -277,27 +291,26 @@ def evaluate_cohort(
     mask_labels, label_threshold : optional
         How label-map references become 0/1 masks (default: references must hold only 0/1).
     params : EvalParams, optional
-        The plan's evaluation settings; when given, its ``splits``, ``threshold``, ``brain_mask``,
-        ``min_lesion_mm3``, ``n_bins``, ``mask_labels`` and ``label_threshold`` replace the keywords.
+        The plan's evaluation settings: replace the keywords when given (NSD tolerance, FROC, BraTS
+        and ``empty`` settings come only from it; default ``EvalParams()``).
     force, progress : bool
         Recompute even when the outputs are up to date (default False); show a progress bar (True).
     n_jobs : int, default=1
-        Worker processes (cases are independent; each holds one case's volumes in memory).
+        Worker processes (each holds one case's volumes in memory).
 
     Returns
     -------
     DataFrame
         ``patient_id, split, site, age, age_group, sex, cancer_type, manual_seconds, model_seconds,
-        status, error`` + the eight metrics + lesion summary columns. Failed cases keep their row
-        with ``status='failed'``, the error message, and NaN metrics.
+        status, error`` + the eight metrics + lesion-wise, surface and provenance columns (module
+        docstring). Failed cases keep their row with ``status='failed'``, the error, NaN metrics.
 
     Raises
     ------
     FileNotFoundError
         When ``predictions_dir`` does not exist.
     ValueError
-        For a threshold outside [0, 1], ``n_jobs < 1``, missing manifest columns or no patient in
-        ``splits``.
+        A threshold outside [0, 1], ``n_jobs < 1``, missing manifest columns or no patient in ``splits``.
     """
     if int(n_jobs) < 1:
         raise ValueError(f"n_jobs must be >= 1, got {n_jobs}")
@@ -307,12 +320,14 @@ def evaluate_cohort(
     cases = _select_cases(manifest_df, pred_dir, s)
     run_params = _run_params(s, pred_dir, cases)
     out = Path(out_dir) if out_dir is not None else None
-    if out is not None and not force and _up_to_date(out, _input_files(cases, pred_dir, s["brain_mask"]), run_params):
+    cache = HashCache(None if out is None else _stored_run(out).get("hash_cache"))
+    inputs = _input_files(cases, pred_dir, s["brain_mask"])
+    if out is not None and not force and _up_to_date(out, inputs, run_params, cache):
         log.info("evaluation in %s is up to date; reading it back (force=True recomputes)", out)
         return load_results(out)[0]
-    df, lesions_df, hists = _evaluate_cases(cases, pred_dir, s, n_jobs=int(n_jobs), progress=progress)
+    df, lesions_df, hists, froc_df = _evaluate_cases(cases, pred_dir, s, run_params, cache, n_jobs=n_jobs, progress=progress)
     if out is not None:
-        _write_outputs(out, df, lesions_df, hists, run_params)
+        _write_outputs(out, df, lesions_df, hists, froc_df, run_params, inputs, cache)
     return df
 
 
@@ -325,14 +340,17 @@ def _order_columns(df: pd.DataFrame) -> pd.DataFrame:
     return df[first + [c for c in df.columns if c not in first]]
 
 
-def _write_outputs(out: Path, df: pd.DataFrame, lesions: pd.DataFrame,
-                   hists: dict[str, tuple[np.ndarray, np.ndarray]], params: dict[str, Any]) -> None:
+def _write_outputs(out: Path, df: pd.DataFrame, lesions: pd.DataFrame, hists: Hists, froc: pd.DataFrame,
+                   params: dict[str, Any], inputs: Iterable[Path], cache: HashCache) -> None:
+    digests = {str(p): cache.sha256(p) for p in inputs}
     out.mkdir(parents=True, exist_ok=True)
     atomic_to_csv(df, out / "metrics.csv")
     atomic_to_csv(lesions, out / "lesions.csv")
+    atomic_to_csv(froc, out / "froc.csv")
     save_score_hists(out / "score_hists.npz", hists)
-    # written last: its presence + hash marks a complete, reusable evaluation
-    atomic_write_json(out / "evaluate_params.json", {"params": params, "params_hash": params_hash(params)})
+    # written last: its presence + hashes mark a complete, reusable evaluation
+    atomic_write_json(out / "evaluate_params.json", {"params": params, "params_hash": params_hash(params),
+                                                     "input_sha256": digests, "hash_cache": cache.to_dict()})
 
 
 def load_results(out_dir: PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -355,7 +373,8 @@ def load_results(out_dir: PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
     """
     out = Path(out_dir)
     dtypes = {"patient_id": str, "split": str, "site": str, "sex": str, "cancer_type": str,
-              "age_group": str, "status": str, "error": str}
+              "age_group": str, "status": str, "error": str, "prediction_file": str,
+              "eval_code_hash": str, "eval_params_hash": str, "inputs_sha256": str}
     metrics = pd.read_csv(out / "metrics.csv", dtype=dtypes, keep_default_na=False, na_values=[""])
     metrics["error"] = metrics["error"].fillna("") if "error" in metrics.columns else ""
     try:
@@ -363,6 +382,45 @@ def load_results(out_dir: PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
     except pd.errors.EmptyDataError:
         lesions = pd.DataFrame(columns=["patient_id", "split"])
     return metrics, lesions
+
+
+def load_froc(out_dir: PathLike, metrics: pd.DataFrame | None = None,
+              splits: Sequence[str] | None = None) -> list[LesionScores]:
+    """Per-patient FROC candidates of an evaluation (``froc.csv``) for :func:`bmstudy.evaluation.froc_curve`.
+
+    Parameters
+    ----------
+    out_dir : path-like
+        The evaluation folder.
+    metrics : DataFrame, optional
+        ``metrics.csv`` (read when None): every ``ok`` patient of ``splits`` is included, also those
+        without any lesion or candidate (they count in the FP-per-patient rate).
+    splits : sequence of str, optional
+        Restrict to these splits (default: all).
+
+    Returns
+    -------
+    list of LesionScores
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``froc.csv`` is missing (an evaluation made before FROC was added: re-run it).
+    """
+    out = Path(out_dir)
+    if metrics is None:
+        metrics = load_results(out)[0]
+    ok = metrics[metrics["status"] == "ok"]
+    if splits is not None:
+        ok = ok[ok["split"].isin(list(splits))]
+    path = out / "froc.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: re-run the evaluation to get the FROC candidates")
+    try:
+        rows = pd.read_csv(path, dtype={"patient_id": str, "split": str, "kind": str})
+    except pd.errors.EmptyDataError:
+        rows = pd.DataFrame(columns=["patient_id", "split", *FROC_COLUMNS[1:]])
+    return scores_from_rows(rows, patients=ok["patient_id"].astype(str).tolist())
 
 
 # --------------------------------------------------------------------------- CLI: bmstudy evaluate

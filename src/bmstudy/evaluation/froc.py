@@ -27,11 +27,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import ndimage
 
 from .brats import Matching, match_lesions
+from .diameters import axial_diameters_mm
 
-__all__ = ["FROC_FP_POINTS", "LesionScores", "lesion_scores", "froc_curve", "froc_score"]
+__all__ = ["FROC_FP_POINTS", "LesionScores", "lesion_scores", "froc_curve", "froc_score", "scores_from_rows"]
 
 #: The FP-per-patient rates of the FROC score (LUNA16).
 FROC_FP_POINTS: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
@@ -46,7 +46,7 @@ class LesionScores:
     ----------
     lesions : DataFrame
         One row per counted truth lesion: ``label``, ``n_voxels``, ``volume_mm3``, ``diameter_mm``
-        (equivalent sphere), ``score`` (max score of its matching candidates; NaN when none).
+        (equivalent sphere), ``axial_diameter_mm`` (longest axial diameter, RANO-BM), ``score`` (max score of its matching candidates; NaN when none).
     fp_scores : ndarray of float
         Scores of the false-positive candidates.
     case_id : str or None
@@ -61,6 +61,7 @@ class LesionScores:
 def lesion_scores(
     prob: np.ndarray, truth: np.ndarray, spacing: Sequence[float], candidate_threshold: float = 0.1, *,
     dilation: int = 1, min_volume_mm3: float = 2.0, matching: Matching = "brats", case_id: str | None = None,
+    axial_axis: int = 2,
 ) -> LesionScores:
     """Candidates of one case scored by their maximum probability, matched to the truth lesions.
 
@@ -78,6 +79,8 @@ def lesion_scores(
         As :func:`bmstudy.evaluation.brats.brats_lesion_metrics` (BraTS-METS defaults).
     case_id : str, optional
         Stored on the result.
+    axial_axis : int, default=2
+        Voxel axis normal to the axial plane (for ``axial_diameter_mm``).
 
     Returns
     -------
@@ -95,8 +98,10 @@ def lesion_scores(
         raise ValueError("prob contains non-finite values (NaN or inf)")
     m = match_lesions(p >= candidate_threshold, truth, spacing, dilation=dilation, matching=matching)
     n_c = m.pred_voxels.size
-    cand = (np.asarray(ndimage.maximum(p, m.pred_labels, np.arange(1, n_c + 1)), dtype=np.float64)
-            if n_c else np.zeros(0))
+    # max score per candidate over its voxels only (ndimage.maximum would argsort the whole volume)
+    inside = m.pred_labels > 0
+    cand = np.full(n_c, -np.inf)
+    np.maximum.at(cand, m.pred_labels[inside].astype(np.int64) - 1, p[inside].astype(np.float64))
     counted = np.flatnonzero(m.counted(min_volume_mm3)) + 1
     best = np.full(counted.size, np.nan)
     for i, k in enumerate(counted):
@@ -104,8 +109,10 @@ def lesion_scores(
         if comps.size:
             best[i] = cand[comps - 1].max()
     vol = m.lesion_volume_mm3[counted - 1]
+    axial = axial_diameters_mm(m.truth_labels, m.lesion_voxels.size, spacing, axial_axis)[counted - 1]
     lesions = pd.DataFrame({"label": counted.astype(np.int64), "n_voxels": m.lesion_voxels[counted - 1],
-                            "volume_mm3": vol, "diameter_mm": np.cbrt(6.0 * vol / np.pi), "score": best})
+                            "volume_mm3": vol, "diameter_mm": np.cbrt(6.0 * vol / np.pi),
+                            "axial_diameter_mm": axial, "score": best})
     return LesionScores(lesions=lesions, fp_scores=cand[m.false_positives() - 1], case_id=case_id)
 
 
@@ -125,7 +132,8 @@ def _curve(lesion_score: np.ndarray, fp: np.ndarray, n_patients: int) -> pd.Data
         "n_patients": np.int64(n_patients)})[_CURVE_COLUMNS]
 
 
-def froc_curve(cases: Sequence[LesionScores], *, size_bin: Callable[[float], str] | None = None) -> pd.DataFrame:
+def froc_curve(cases: Sequence[LesionScores], *, size_bin: Callable[[float], str] | None = None,
+               diameter_column: str = "diameter_mm") -> pd.DataFrame:
     """FROC operating points over all thresholds, pooled over patients.
 
     Parameters
@@ -137,6 +145,8 @@ def froc_curve(cases: Sequence[LesionScores], *, size_bin: Callable[[float], str
         :func:`bmstudy.evaluation.voxel.size_bin`). Then one curve per bin is returned (sensitivity
         over the bin's lesions, FP per patient over *all* false positives, which have no truth size)
         plus the pooled curve as bin ``'all'``, stacked with a ``size_bin`` column.
+    diameter_column : str, default='diameter_mm'
+        The lesions' diameter binned: ``'diameter_mm'`` (equivalent sphere) or ``'axial_diameter_mm'``.
 
     Returns
     -------
@@ -153,11 +163,13 @@ def froc_curve(cases: Sequence[LesionScores], *, size_bin: Callable[[float], str
     if len(cases) == 0:
         raise ValueError("froc_curve needs at least one case")
     lesions = pd.concat([c.lesions for c in cases], ignore_index=True)
+    if size_bin is not None and diameter_column not in lesions.columns:
+        raise ValueError(f"lesion scores lack the column {diameter_column!r}")
     fp = np.concatenate([np.asarray(c.fp_scores, dtype=np.float64) for c in cases])
     scores = lesions["score"].to_numpy(dtype=np.float64)
     if size_bin is None:
         return _curve(scores, fp, len(cases))
-    bins = np.array([size_bin(float(d)) for d in lesions["diameter_mm"]], dtype=object)
+    bins = np.array([size_bin(float(d)) for d in lesions[diameter_column]], dtype=object)
     parts = []
     for name in [*dict.fromkeys(bins.tolist()), "all"]:
         sel = np.ones(bins.size, bool) if name == "all" else bins == name
@@ -204,3 +216,40 @@ def froc_score(curve: pd.DataFrame, fp_points: Sequence[float] = FROC_FP_POINTS)
     # one point per FP rate: the best sensitivity reached at that rate
     best = pd.Series(sens).groupby(fpr).max()
     return float(np.mean(np.interp(pts, best.index.to_numpy(dtype=np.float64), best.to_numpy())))
+
+
+def scores_from_rows(rows: pd.DataFrame, patients: Sequence[str] | None = None) -> list[LesionScores]:
+    """:class:`LesionScores` per patient from ``froc.csv`` rows (:data:`bmstudy.evaluation.case.FROC_COLUMNS`).
+
+    Parameters
+    ----------
+    rows : DataFrame
+        ``patient_id``, ``kind`` ('lesion' | 'fp'), ``label``, ``volume_mm3``, ``diameter_mm``,
+        ``axial_diameter_mm``, ``score``.
+    patients : sequence of str, optional
+        Every evaluated patient (those without any row still count in the FP rate); default: the
+        patients present in ``rows``.
+
+    Returns
+    -------
+    list of LesionScores
+        In the order of ``patients``.
+
+    Raises
+    ------
+    ValueError
+        When columns are missing.
+    """
+    need = {"patient_id", "kind", "label", "volume_mm3", "diameter_mm", "score"}
+    if need - set(rows.columns):
+        raise ValueError(f"FROC rows lack columns {sorted(need - set(rows.columns))}")
+    ids = [str(p) for p in (patients if patients is not None else dict.fromkeys(rows["patient_id"].astype(str)))]
+    by = {str(k): g for k, g in rows.groupby(rows["patient_id"].astype(str))}
+    cols = [c for c in ("label", "volume_mm3", "diameter_mm", "axial_diameter_mm", "score") if c in rows.columns]
+    out = []
+    for pid in ids:
+        g = by.get(pid, rows.iloc[:0])
+        les = g[g["kind"] == "lesion"][cols].reset_index(drop=True)
+        out.append(LesionScores(lesions=les, fp_scores=g.loc[g["kind"] == "fp", "score"].to_numpy(np.float64),
+                                case_id=pid))
+    return out

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+from .diameters import axial_diameters_mm
 from .voxel import _check_same_shape, _mask, _ratio
 
 __all__ = [
@@ -145,9 +146,11 @@ def connected_components(
 
 #: Columns of :func:`lesion_table`.
 LESION_COLUMNS: tuple[str, ...] = (
-    "origin", "label", "n_voxels", "volume_mm3", "diameter_mm", "size_bin", "matched", "dice")
+    "origin", "label", "n_voxels", "volume_mm3", "diameter_mm", "size_bin", "matched", "dice",
+    "axial_diameter_mm", "size_bin_axial")
 _LESION_DTYPES = {"origin": object, "label": np.int64, "n_voxels": np.int64, "volume_mm3": np.float64,
-                  "diameter_mm": np.float64, "size_bin": object, "matched": bool, "dice": np.float64}
+                  "diameter_mm": np.float64, "size_bin": object, "matched": bool, "dice": np.float64,
+                  "axial_diameter_mm": np.float64, "size_bin_axial": object}
 
 
 def _pair_overlaps(t_lab: np.ndarray, p_lab: np.ndarray, n_pred: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -179,6 +182,7 @@ def lesion_table(
     spacing: Sequence[float],
     min_volume_mm3: float = DEFAULT_MIN_VOLUME_MM3,
     connectivity: int = 26,
+    axial_axis: int = 2,
 ) -> pd.DataFrame:
     """One row per lesion (connected component) of the reference and of the prediction.
 
@@ -189,7 +193,9 @@ def lesion_table(
     missed). A predicted component is ``matched`` when it overlaps any kept reference lesion (else it
     is a false positive, ``dice`` 0); its ``dice`` is against the union of the reference lesions it
     overlaps. Volumes use ``spacing`` (mm, any anisotropy); ``diameter_mm`` is the
-    equivalent-sphere diameter and ``size_bin`` one of :data:`SIZE_BINS`.
+    equivalent-sphere diameter and ``size_bin`` one of :data:`SIZE_BINS`; ``axial_diameter_mm`` is the
+    longest in-plane diameter on the slices perpendicular to ``axial_axis`` (RANO-BM;
+    :func:`bmstudy.evaluation.diameters.axial_diameters_mm`) and ``size_bin_axial`` its bin (same bins).
 
     Parameters
     ----------
@@ -200,12 +206,15 @@ def lesion_table(
     min_volume_mm3 : float, default=3.0
         Smallest component counted as a lesion.
     connectivity : {6, 18, 26}, default=26
+    axial_axis : int, default=2
+        Voxel axis normal to the axial plane (:func:`bmstudy.evaluation.diameters.axial_axis`).
 
     Returns
     -------
     DataFrame
         Columns :data:`LESION_COLUMNS`: origin ('truth'|'pred'), label (1..K within its origin),
-        n_voxels, volume_mm3, diameter_mm, size_bin, matched, dice. Rows: truth lesions first, then
+        n_voxels, volume_mm3, diameter_mm, size_bin, matched, dice, axial_diameter_mm,
+        size_bin_axial. Rows: truth lesions first, then
         predicted components.
 
     Raises
@@ -224,12 +233,14 @@ def lesion_table(
     t_matched, t_dice = _match_side(t_size.size, t_size, pair_t, pair_p, p_size, cnt)
     p_matched, p_dice = _match_side(p_size.size, p_size, pair_p, pair_t, t_size, cnt)
     rows = []
-    for origin, sizes, matched, dice in (("truth", t_size, t_matched, t_dice), ("pred", p_size, p_matched, p_dice)):
+    for origin, lab, sizes, matched, dice in (("truth", t_lab, t_size, t_matched, t_dice),
+                                              ("pred", p_lab, p_size, p_matched, p_dice)):
         vol = sizes * voxel
         diam = equivalent_diameter_mm(vol)
+        axial = axial_diameters_mm(lab, sizes.size, spacing, axial_axis)
         for i in range(sizes.size):
             rows.append((origin, i + 1, int(sizes[i]), float(vol[i]), float(diam[i]), size_bin(float(diam[i])),
-                         bool(matched[i]), float(dice[i])))
+                         bool(matched[i]), float(dice[i]), float(axial[i]), size_bin(float(axial[i]))))
     return pd.DataFrame(rows, columns=list(LESION_COLUMNS)).astype(_LESION_DTYPES)
 
 
@@ -308,7 +319,7 @@ def lesion_metrics_from_table(table: pd.DataFrame) -> dict[str, float]:
     return _summary(len(t), len(p), int(t["matched"].sum()), int(p["matched"].sum()), float(t["dice"].sum()))
 
 
-def lesion_summary_by_size(lesions: pd.DataFrame) -> pd.DataFrame:
+def lesion_summary_by_size(lesions: pd.DataFrame, bin_column: str = "size_bin") -> pd.DataFrame:
     """Cohort-level lesion detection by size bin (rows '<3 mm', '3-10 mm', '>10 mm', 'all').
 
     ``lesions`` is the concatenation of :func:`lesion_table` rows (over any number of patients).
@@ -323,6 +334,9 @@ def lesion_summary_by_size(lesions: pd.DataFrame) -> pd.DataFrame:
     ----------
     lesions : DataFrame
         :func:`lesion_table` rows of any number of patients (e.g. ``lesions.csv``).
+    bin_column : str, default='size_bin'
+        The bins used: ``'size_bin'`` (equivalent-sphere diameter) or ``'size_bin_axial'`` (longest
+        axial diameter, RANO-BM).
 
     Returns
     -------
@@ -334,7 +348,7 @@ def lesion_summary_by_size(lesions: pd.DataFrame) -> pd.DataFrame:
     ValueError
         When columns are missing or ``origin`` holds values other than 'truth'/'pred'.
     """
-    missing = {"origin", "size_bin", "matched", "dice"} - set(lesions.columns)
+    missing = {"origin", bin_column, "matched", "dice"} - set(lesions.columns)
     if missing:
         raise ValueError(f"lesions frame lacks columns {sorted(missing)} (expected lesion_table rows)")
     bad = set(lesions["origin"].unique()) - {"truth", "pred"}
@@ -343,7 +357,7 @@ def lesion_summary_by_size(lesions: pd.DataFrame) -> pd.DataFrame:
     n_pat = lesions["patient_id"].nunique() if "patient_id" in lesions.columns else None
     rows = []
     for name in (*SIZE_BINS, "all"):
-        sub = lesions if name == "all" else lesions[lesions["size_bin"] == name]
+        sub = lesions if name == "all" else lesions[lesions[bin_column] == name]
         t = sub[sub["origin"] == "truth"]
         p = sub[sub["origin"] == "pred"]
         n_true, n_det = len(t), int(t["matched"].sum())

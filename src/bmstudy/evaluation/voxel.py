@@ -13,11 +13,18 @@ Conventions for degenerate cases (no silent NaN; all documented and tested):
   otherwise** -- the BraTS convention (an empty prediction for an empty reference scores 1).
   Example: empty truth and empty prediction -> precision = recall = dice = iou = f1 = 1; empty truth
   and a non-empty prediction -> precision = recall = dice = 0.
+  The ``empty=`` option of :func:`case_metrics` / :func:`metrics_from_counts` makes this choice
+  explicit: ``'agree'`` (the default, as above and as BraTS: both masks empty -> Dice 1), or a fixed
+  value for every zero-denominator ratio: ``'nan'`` (undefined, left out of summaries), ``0`` or ``1``.
+  For Dice, F1 and IoU a zero denominator means both masks are empty, so ``'agree'`` equals ``1``
+  there (the BraTS-METS convention, which also scores an empty-vs-empty lesion-wise Dice 1); they
+  differ for precision (empty prediction, non-empty truth: ``'agree'`` gives 0), recall and
+  specificity.
 * MCC with a zero denominator (one class absent in truth or in prediction) is 1.0 under perfect
   agreement and 0.0 otherwise. scikit-learn returns 0.0 in *both* cases; the only difference is the
   perfectly predicted single-class volume.
 * ``auc`` is mathematically undefined when the evaluated region contains only one class (no
-  lesion voxel, or lesion everywhere). It is then ``nan`` (the only NaN this module returns) and a
+  lesion voxel, or lesion everywhere). It is then ``nan`` (the only NaN under the default ``empty``) and a
   warning is logged; tables report it as missing together with the number of such patients rather
   than inventing a value.
 
@@ -35,6 +42,7 @@ from ..utils import get_logger
 
 __all__ = [
     "METRIC_KEYS",
+    "EMPTY_OPTIONS",
     "confusion_counts",
     "case_metrics",
     "metrics_from_counts",
@@ -45,6 +53,8 @@ log = get_logger("bmstudy.evaluation.voxel")
 
 #: Keys of :func:`case_metrics`, in the order of the paper's Table 2.
 METRIC_KEYS: tuple[str, ...] = ("precision", "recall", "f1", "iou", "dice", "specificity", "mcc", "auc")
+#: Accepted values of ``empty=`` (module docstring); ``'agree'`` is the default.
+EMPTY_OPTIONS: tuple[str, ...] = ("agree", "nan", "0", "1")
 
 
 # --------------------------------------------------------------------------- validation helpers
@@ -72,10 +82,39 @@ def _scores(prob: np.ndarray, name: str = "prob") -> np.ndarray:
     return p
 
 
-def _ratio(num: float, den: float, perfect: bool) -> float:
-    """``num/den``; for ``den == 0``: 1.0 if the masks agree perfectly, else 0.0."""
+def empty_value(empty: str | float | int) -> str:
+    """Normalise an ``empty=`` option to one of :data:`EMPTY_OPTIONS` (``nan``/``0``/``1`` as strings).
+
+    Parameters
+    ----------
+    empty : {'agree', 'nan', 0, 1} or float NaN
+
+    Returns
+    -------
+    str
+
+    Raises
+    ------
+    ValueError
+        For any other value.
+    """
+    if isinstance(empty, str):
+        key = empty.strip().lower()
+    elif isinstance(empty, (int, float)) and not isinstance(empty, bool):
+        key = "nan" if math.isnan(float(empty)) else (str(int(empty)) if float(empty) in (0.0, 1.0) else "?")
+    else:
+        key = "?"
+    if key not in EMPTY_OPTIONS:
+        raise ValueError(f"empty must be one of 'agree', 'nan', 0, 1; got {empty!r}")
+    return key
+
+
+def _ratio(num: float, den: float, perfect: bool, empty: str = "agree") -> float:
+    """``num/den``; for ``den == 0`` the ``empty`` rule ('agree': 1.0 if the masks agree perfectly, else 0.0)."""
     if den == 0:
-        return 1.0 if perfect else 0.0
+        if empty == "agree":
+            return 1.0 if perfect else 0.0
+        return float(empty)
     return num / den
 
 
@@ -172,7 +211,8 @@ def auc_score(score: np.ndarray, truth: np.ndarray) -> float:
 
 
 def case_metrics(
-    prob: np.ndarray, truth: np.ndarray, threshold: float = 0.5, mask: np.ndarray | None = None
+    prob: np.ndarray, truth: np.ndarray, threshold: float = 0.5, mask: np.ndarray | None = None, *,
+    empty: str | float = "agree",
 ) -> dict[str, float]:
     """The paper's eight voxel-wise metrics of one patient.
 
@@ -186,6 +226,8 @@ def case_metrics(
         Binarisation threshold (``>=``, as :func:`bmstudy.evaluation.evaluate_cohort` does).
     mask : array-like of bool or 0/1, optional
         Region (e.g. the brain) to which evaluation is restricted.
+    empty : {'agree', 'nan', 0, 1}, default='agree'
+        Value of a ratio whose denominator is zero (module docstring; 'agree' is the BraTS rule).
 
     Returns
     -------
@@ -206,7 +248,7 @@ def case_metrics(
     p, t = _restrict(_scores(prob), _mask(truth, "truth"), mask)
     pred = p >= threshold
     tp, fp, fn, tn = confusion_counts(pred, t)
-    out = metrics_from_counts(tp, fp, fn, tn)
+    out = metrics_from_counts(tp, fp, fn, tn, empty=empty)
     if tp + fn == 0 or tn + fp == 0:
         log.warning("AUC undefined: the evaluated region contains only %s voxels; auc = nan",
                     "background" if tp + fn == 0 else "lesion")
@@ -216,7 +258,7 @@ def case_metrics(
     return {k: float(out[k]) for k in METRIC_KEYS}
 
 
-def metrics_from_counts(tp: int, fp: int, fn: int, tn: int) -> dict[str, float]:
+def metrics_from_counts(tp: int, fp: int, fn: int, tn: int, *, empty: str | float = "agree") -> dict[str, float]:
     """precision, recall, f1, iou, dice, specificity, mcc from confusion counts (no auc).
 
     Exact integer arithmetic up to the final division (no overflow for any voxel count);
@@ -226,6 +268,9 @@ def metrics_from_counts(tp: int, fp: int, fn: int, tn: int) -> dict[str, float]:
     ----------
     tp, fp, fn, tn : int
         Confusion counts (:func:`confusion_counts`).
+    empty : {'agree', 'nan', 0, 1}, default='agree'
+        Value of precision, recall, F1/Dice, IoU or specificity when its denominator is zero
+        (module docstring); MCC keeps its own rule.
 
     Returns
     -------
@@ -240,14 +285,15 @@ def metrics_from_counts(tp: int, fp: int, fn: int, tn: int) -> dict[str, float]:
     if min(tp, fp, fn, tn) < 0:
         raise ValueError(f"confusion counts must be >= 0, got tp={tp} fp={fp} fn={fn} tn={tn}")
     perfect = fp == 0 and fn == 0
+    e = empty_value(empty)
     out: dict[str, float] = {
-        "precision": _ratio(tp, tp + fp, perfect),
-        "recall": _ratio(tp, tp + fn, perfect),
-        "f1": _ratio(2 * tp, 2 * tp + fp + fn, perfect),
-        "iou": _ratio(tp, tp + fp + fn, perfect),
+        "precision": _ratio(tp, tp + fp, perfect, e),
+        "recall": _ratio(tp, tp + fn, perfect, e),
+        "f1": _ratio(2 * tp, 2 * tp + fp + fn, perfect, e),
+        "iou": _ratio(tp, tp + fp + fn, perfect, e),
     }
     out["dice"] = out["f1"]
-    out["specificity"] = _ratio(tn, tn + fp, perfect)
+    out["specificity"] = _ratio(tn, tn + fp, perfect, e)
     a, b, c, d = tp + fp, tp + fn, tn + fp, tn + fn
     if a == 0 or b == 0 or c == 0 or d == 0:
         out["mcc"] = 1.0 if perfect else 0.0

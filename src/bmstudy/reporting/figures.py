@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ..evaluation import METRICS
+from ..evaluation.voxel import METRIC_KEYS as METRICS
 from ..utils import PathLike
 from .common import finish_figure, ok_rows, save_figure
 from .overlays import figure3_overlays, largest_lesion_slice, load_overlay_cases, select_overlay_cases
@@ -33,7 +33,7 @@ from .stage_tables import INFERENCE_PHASES
 
 __all__ = [
     "save_figure", "largest_lesion_slice", "select_overlay_cases", "load_overlay_cases", "figure3_overlays",
-    "figure4_subgroups", "timing_figure", "lesion_size_figure", "training_curves", "inference_phases_figure",
+    "figure4_subgroups", "timing_figure", "lesion_size_figure", "froc_figure", "training_curves", "inference_phases_figure",
     "SIZE_BINS",
 ]
 
@@ -176,7 +176,8 @@ def timing_figure(df: pd.DataFrame, out: PathLike | None = None, *,
 
 
 def lesion_size_figure(lesions_df: pd.DataFrame, out: PathLike | None = None, *,
-                       splits: Sequence[str] = ("test", "external"), **save_kwargs: Any) -> Figure:
+                       splits: Sequence[str] = ("test", "external"), bin_column: str = "size_bin",
+                       **save_kwargs: Any) -> Figure:
     """Lesion-wise detection sensitivity (detected / reference lesions) by lesion diameter bin per set;
     bars are annotated with detected/total.
 
@@ -188,6 +189,8 @@ def lesion_size_figure(lesions_df: pd.DataFrame, out: PathLike | None = None, *,
         Also save as PNG and SVG (:func:`save_figure`).
     splits : sequence of str, default ('test', 'external')
         Sets shown.
+    bin_column : str, default 'size_bin'
+        ``'size_bin'`` (equivalent-sphere diameter) or ``'size_bin_axial'`` (longest axial diameter).
 
     Returns
     -------
@@ -200,14 +203,14 @@ def lesion_size_figure(lesions_df: pd.DataFrame, out: PathLike | None = None, *,
     """
     import seaborn as sns
 
-    missing = [c for c in ("split", "origin", "size_bin", "matched") if c not in lesions_df.columns]
+    missing = [c for c in ("split", "origin", bin_column, "matched") if c not in lesions_df.columns]
     if missing:
         raise ValueError(f"lesion_size_figure: missing column(s) {missing}")
     truth = lesions_df[(lesions_df["origin"] == "truth") & lesions_df["split"].isin(list(splits))]
     if truth.empty:
         raise ValueError("lesion_size_figure: no reference lesions in the requested splits")
     matched = truth["matched"].astype(str).str.lower().isin(["true", "1"])
-    counts = (truth.assign(det=matched.to_numpy())
+    counts = (truth.assign(det=matched.to_numpy(), size_bin=truth[bin_column])
               .groupby(["split", "size_bin"], observed=True)["det"].agg(["sum", "count"]).reset_index())
     bins = [b for b in SIZE_BINS if b in set(counts["size_bin"])] + sorted(set(counts["size_bin"]) - set(SIZE_BINS))
     present = [s for s in splits if s in set(counts["split"])]
@@ -226,10 +229,57 @@ def lesion_size_figure(lesions_df: pd.DataFrame, out: PathLike | None = None, *,
                 ax.text(xi, min(1.0, (d / t) if t else 0) + 0.02, f"{int(d)}/{int(t)}", ha="center", fontsize=7)
     ax.set_xticks(x, bins)
     ax.set_ylim(0, 1.12)
-    ax.set_xlabel("lesion diameter (equivalent sphere)")
+    ax.set_xlabel("lesion diameter (" + ("longest axial, RANO-BM" if bin_column == "size_bin_axial"
+                                         else "equivalent sphere") + ")")
     ax.set_ylabel("lesion-wise sensitivity")
     ax.legend(fontsize=8)
     ax.set_title("Detection by lesion size")
+    return finish_figure(fig, out, **save_kwargs)
+
+
+def froc_figure(curves: dict[str, pd.DataFrame], out: PathLike | None = None, *, max_fp: float = 8.0,
+                **save_kwargs: Any) -> Figure:
+    """FROC curves: lesion sensitivity against mean false positives per patient (log axis, 0.125-8 shaded).
+
+    Parameters
+    ----------
+    curves : dict of str to DataFrame
+        ``{label: froc_curve(...)}``, one pooled curve (no ``size_bin`` column, or its ``'all'`` rows) each.
+    out : path, optional
+        Also save as PNG and SVG.
+    max_fp : float, default 8
+        Right end of the x axis.
+
+    Returns
+    -------
+    Figure
+
+    Raises
+    ------
+    ValueError
+        When ``curves`` is empty.
+    """
+    import seaborn as sns
+
+    if not curves:
+        raise ValueError("froc_figure: no curve")
+    fig = Figure(figsize=(5.5, 4.0), layout="constrained")
+    ax = fig.subplots()
+    colors = sns.color_palette("deep", len(curves))
+    for (label, c), col in zip(curves.items(), colors):
+        if "size_bin" in c.columns:
+            c = c[c["size_bin"] == "all"]
+        fp = np.concatenate([[0.0], c["fp_per_patient"].to_numpy(float)])
+        se = np.concatenate([[0.0], c["sensitivity"].to_numpy(float)])
+        ax.step(np.maximum(fp, 1e-3), se, where="post", color=col, label=label)
+    ax.axvspan(0.125, 8.0, color="0.9", zorder=0, label="FROC score range")
+    ax.set_xscale("log")
+    ax.set_xlim(0.05, max_fp * 1.2)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("mean false positives per patient")
+    ax.set_ylabel("lesion-wise sensitivity")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title("FROC (BraTS-METS matching)")
     return finish_figure(fig, out, **save_kwargs)
 
 
@@ -239,13 +289,15 @@ _LOG_NON_METRICS = ("epoch", "lr", "learning_rate", "seconds", "time")
 
 def training_curves(log: pd.DataFrame, out: PathLike | None = None, *, dice_weight: float = 0.5,
                     bce_weight: float = 0.5, **save_kwargs: Any) -> Figure:
-    """Loss (left) and the other logged metrics (right) per epoch of ``training_log.csv``.
+    """Patch loss (left), the other patch metrics (middle) and, when logged, the whole-volume validation (right).
 
     Parameters
     ----------
     log : DataFrame
         The Keras CSV log: ``epoch`` (0-based, plotted 1-based) and one column per logged value;
         columns with ``loss`` in the name go left, ``lr`` / ``seconds`` / ``time`` are not plotted.
+        Whole-volume validation columns (``val_case_*``, ``val_lesion_*``; NaN on epochs without it)
+        get a third panel, plotted at the validated epochs only; ``val_fp_per_case`` is left out.
     out : path, optional
         Also save as PNG and SVG (:func:`save_figure`).
     dice_weight, bce_weight : float, default 0.5
@@ -263,15 +315,20 @@ def training_curves(log: pd.DataFrame, out: PathLike | None = None, *, dice_weig
     if "epoch" not in log.columns:
         raise ValueError(f"training_curves: the log has no 'epoch' column (columns: {list(log.columns)})")
     metric_cols = [c for c in log.columns if c not in _LOG_NON_METRICS]
+    volume_cols = [c for c in metric_cols if c.startswith(("val_case_", "val_lesion_"))]
     loss_cols = [c for c in metric_cols if "loss" in c]
-    other_cols = [c for c in metric_cols if c not in loss_cols]
-    fig = Figure(figsize=(11, 3.6), layout="constrained")
-    axes = fig.subplots(1, 2)
-    for ax, cols in zip(axes, (loss_cols, other_cols)):
+    other_cols = [c for c in metric_cols if c not in loss_cols and c not in volume_cols and c != "val_fp_per_case"]
+    panels = [loss_cols, other_cols] + ([volume_cols] if volume_cols else [])
+    fig = Figure(figsize=(5.5 * len(panels), 3.6), layout="constrained")
+    axes = fig.subplots(1, len(panels))
+    for ax, cols in zip(axes, panels):
         for c in cols:
-            ax.plot(log["epoch"] + 1, log[c], marker="o", ms=3, label=c)
+            rows = log[["epoch", c]].dropna()
+            ax.plot(rows["epoch"] + 1, rows[c], marker="o", ms=3, label=c)
     axes[0].set(xlabel="epoch", ylabel="loss", title=f"loss ({dice_weight:g} Dice + {bce_weight:g} BCE)")
-    axes[1].set(xlabel="epoch", title="other logged metrics")
+    axes[1].set(xlabel="epoch", title="other logged metrics (patches)")
+    if volume_cols:
+        axes[2].set(xlabel="epoch", ylim=(-0.02, 1.02), title="whole-volume validation (sliding window)")
     for ax in axes:
         if ax.lines:
             ax.legend(fontsize=8)

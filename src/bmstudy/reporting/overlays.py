@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ..evaluation import prediction_paths
 from ..io import as_binary, read_volume
 from ..utils import PathLike
 from .common import finish_figure, ok_rows
@@ -134,6 +133,8 @@ def load_overlay_cases(
     ValueError
         Shapes that differ, or a reference that is not 0/1 (``VolumeError`` names the case and file).
     """
+    from ..evaluation.case import prediction_paths  # lazily: only Figure 3 needs the evaluation reader
+
     patient_ids = [str(p) for p in patient_ids]
     if labels is not None and len(labels) != len(patient_ids):
         raise ValueError(f"load_overlay_cases: {len(labels)} labels for {len(patient_ids)} patients")

@@ -1,5 +1,6 @@
 """Subgroup comparisons (paper Figure 4's tests): per-patient Mann-Whitney / Hodges-Lehmann and, for AUC,
-the paper's voxel-level DeLong test beside the patient-level cluster bootstrap; and their report views.
+the paper's voxel-level DeLong test beside the patient-level tests (cluster-bootstrap CI, permutation p); and
+their report views.
 
 * :func:`subgroup_table` / :func:`all_subgroup_tables` - the comparisons (long format)
 * :func:`format_subgroup_table` / :func:`subgroup_sections` - readable tables per set x variable
@@ -14,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .. import statistics
-from ..evaluation import METRICS
+from ..evaluation.voxel import METRIC_KEYS as METRICS
 from .common import finite_values, median_iqr, ok_rows, require_columns, splits_present
 from .render import BY_LABELS, GROUP_LEVELS, METRIC_LABELS, SET_LABELS
 
@@ -103,8 +104,8 @@ def subgroup_table(
         Mann-Whitney ``mw_p``, the Hodges-Lehmann shift a - b with its CI (``hl_estimate``,
         ``hl_ci_low``, ``hl_ci_high``; ``hl_conf_level`` is the level achieved, below the requested
         one only for tiny exact samples), and for AUC ``delong_auc_a``, ``delong_auc_b``, ``delong_z``,
-        ``delong_p``, ``boot_diff``, ``boot_ci_low``, ``boot_ci_high``, ``boot_p`` (NaN elsewhere; ``mw_p`` on
-        the per-patient AUCs is the other patient-level alternative).
+        ``delong_p``, ``boot_diff``, ``boot_ci_low``, ``boot_ci_high`` (cluster-bootstrap CI) and ``boot_p`` (the
+        permutation p of :func:`bmstudy.statistics.cluster_bootstrap_auc_diff`; NaN for other metrics).
 
     Raises
     ------
@@ -246,8 +247,9 @@ def auc_subgroup_table(long: pd.DataFrame) -> pd.DataFrame:
     Returns
     -------
     DataFrame
-        ``Set, Subgroups, n, pooled AUC``, the DeLong, cluster-bootstrap and Mann-Whitney p-values
-        (index of ``long``'s AUC rows).
+        ``Set, Subgroups, n, pooled AUC``, the DeLong p, the pooled-AUC difference with its
+        patient-cluster bootstrap CI, the patient-level permutation p (subgroup labels permuted across
+        patients) and the Mann-Whitney p of the per-patient AUCs (index of ``long``'s AUC rows).
     """
     auc = long[long["metric"] == "auc"]
     pooled = [f"{a:.3f} / {b:.3f}" if np.isfinite(a) else ""
@@ -258,7 +260,10 @@ def auc_subgroup_table(long: pd.DataFrame) -> pd.DataFrame:
         "n": auc["n_a"].astype(str) + " / " + auc["n_b"].astype(str),
         "pooled AUC": pooled,
         "DeLong p (voxels, as paper)": auc["delong_p"],
-        "Cluster bootstrap p (patients)": auc["boot_p"],
+        "AUC difference, cluster-bootstrap 95% CI": [
+            f"{d:.3f} ({lo:.3f}, {hi:.3f})" if np.isfinite(d) else "" for d, lo, hi in
+            auc[["boot_diff", "boot_ci_low", "boot_ci_high"]].to_numpy(dtype=float)],
+        "Permutation p (patients)": auc["boot_p"],
         "Mann-Whitney p (per-patient AUC)": auc["mw_p"],
     })
 

@@ -25,7 +25,9 @@ import numpy as np
 import pandas as pd
 
 from .. import statistics
-from ..evaluation import METRICS, age_group, lesion_summary_by_size
+from ..evaluation.groups import age_group
+from ..evaluation.lesions import lesion_summary_by_size
+from ..evaluation.voxel import METRIC_KEYS as METRICS
 from .common import finite_values, median_iqr, ok_rows, require_columns, splits_present
 from .paper import PAPER_N, format_paper_table3, paper_table1, paper_table2, paper_table3
 from .stage_tables import INFERENCE_PHASES, brain_zscore_check, inference_timing_table, settings_table
@@ -38,7 +40,8 @@ __all__ = [
     "format_p", "median_iqr", "summary_stats", "settings_table",
     "table1", "table2", "table3", "subgroup_table", "all_subgroup_tables", "format_subgroup_table",
     "subgroup_sections", "auc_subgroup_table", "significance_counts",
-    "lesion_detection_table", "brain_zscore_check", "inference_timing_table",
+    "lesion_detection_table", "evaluated_caption", "brats_lesionwise_table", "froc_table", "TEST_NAMES",
+    "brain_zscore_check", "inference_timing_table",
     "paper_table1", "paper_table2", "paper_table3", "format_paper_table3", "compare_with_paper", "table2_vs_paper",
     "to_html", "to_latex",
 ]
@@ -83,11 +86,18 @@ def _count_pct(values: pd.Series, level: str) -> str:
     return f"{n} ({100.0 * n / total:.1f}%)" if total else "0"
 
 
-def table1(df: pd.DataFrame, splits: Sequence[str] = ("test", "external"), age_test: str = "auto") -> pd.DataFrame:
+#: Names of the Table 1 tests as printed in its ``test`` column.
+TEST_NAMES: dict[str, str] = {"t": "Welch t-test", "mwu": "Mann-Whitney U", "chi2": "chi-square",
+                              "fisher": "Fisher exact"}
+
+
+def table1(df: pd.DataFrame, splits: Sequence[str] = ("test", "external"), age_test: str = "t") -> pd.DataFrame:
     """Patient characteristics of two sets (paper Table 1).
 
-    Age as mean ± SD compared with :func:`bmstudy.statistics.compare_continuous`; age group, sex and
-    cancer type as n (%) compared with the chi-square test of :func:`bmstudy.statistics.compare_categorical`.
+    Age as mean ± SD compared with :func:`bmstudy.statistics.compare_continuous` using the test fixed
+    in advance (``age_test``; Welch's t by default, no normality pre-test); age group, sex and cancer
+    type as n (%) compared with :func:`bmstudy.statistics.compare_categorical` (chi-square, or Fisher's
+    exact test when an expected count is below 5). The ``test`` column names the test of each row.
     Pass the manifest to describe every patient of the sets, or the ``evaluate_cohort`` frame to
     describe the evaluated ones (failed cases are left out).
 
@@ -98,8 +108,8 @@ def table1(df: pd.DataFrame, splits: Sequence[str] = ("test", "external"), age_t
         from ``age`` when missing).
     splits : pair of str, default ('test', 'external')
         The two sets compared.
-    age_test : {'auto', 't', 'mwu'}, default 'auto'
-        Test of the ages.
+    age_test : {'t', 'mwu'}, default 't'
+        Test of the ages (Welch t-test or Mann-Whitney), fixed in advance.
 
     Returns
     -------
@@ -130,10 +140,10 @@ def table1(df: pd.DataFrame, splits: Sequence[str] = ("test", "external"), age_t
     age_a, age_b = finite_values(a["age"]), finite_values(b["age"])
     res = statistics.compare_continuous(age_a, age_b, test=age_test)
     add("Age, mean \u00b1 SD", f"{age_a.mean():.1f} \u00b1 {age_a.std(ddof=1):.1f}",
-        f"{age_b.mean():.1f} \u00b1 {age_b.std(ddof=1):.1f}", float(res["p_value"]), str(res["test"]))
+        f"{age_b.mean():.1f} \u00b1 {age_b.std(ddof=1):.1f}", float(res["p_value"]), TEST_NAMES[str(res["test"])])
     for var, header in (("age_group", "Age group"), ("sex", "Gender"), ("cancer_type", "Cancer type")):
         res = statistics.compare_categorical(a[var].dropna().astype(str).to_numpy(), b[var].dropna().astype(str).to_numpy())
-        add(header, "", "", float(res["p_value"]), str(res["test"]))
+        add(header, "", "", float(res["p_value"]), TEST_NAMES[str(res["test"])])
         known = [v for v, _ in GROUP_LEVELS[var]]
         extra = sorted(set(map(str, pd.concat([a[var], b[var]]).dropna())) - set(known))
         for value, label in (*GROUP_LEVELS[var], *((e, e) for e in extra)):
@@ -184,12 +194,15 @@ def table2(df: pd.DataFrame, splits: Sequence[str] = ("test", "external"),
 
 
 # --------------------------------------------------------------------------- Table 3
-def table3(df: pd.DataFrame, splits: Sequence[str] = ("test", "external"), digits: int = 0) -> pd.DataFrame:
+def table3(df: pd.DataFrame, splits: Sequence[str] = ("test", "external"), digits: int = 0,
+           conf_level: float = 0.95) -> pd.DataFrame:
     """Model vs manual delineation time per set (paper Table 3).
 
-    Times as median (Q1, Q3) seconds; ``Z`` and ``p-value`` from :func:`bmstudy.statistics.mann_whitney`
-    (model vs manual, as the paper did although the two times are paired per patient); the paired
-    Wilcoxon signed-rank p is added as ``p (paired Wilcoxon)`` for reference.
+    Times as median (Q1, Q3) seconds; the Mann-Whitney test of model vs manual times
+    (:func:`bmstudy.statistics.mann_whitney`, as the paper did although the two times are paired per
+    patient): its statistic ``W`` (R's ``wilcox.test``), the tie-corrected normal ``Z``, the ``p-value``,
+    and the Hodges-Lehmann shift model - manual (s) with its ``conf_level`` CI. The paired Wilcoxon
+    signed-rank p is added as ``p (paired Wilcoxon)`` for reference.
 
     Parameters
     ----------
@@ -199,11 +212,14 @@ def table3(df: pd.DataFrame, splits: Sequence[str] = ("test", "external"), digit
         Sets, in row order (absent ones are skipped).
     digits : int, default 0
         Decimals of the times.
+    conf_level : float, default 0.95
+        Level of the Hodges-Lehmann interval.
 
     Returns
     -------
     DataFrame
-        ``Dataset, n, Model, s, Manual, s, Z, p-value, p (paired Wilcoxon)``.
+        ``Dataset, n, Model, s, Manual, s, W, Z, p-value, HL shift, s, HL 95% CI low, HL 95% CI high,
+        p (paired Wilcoxon)``.
 
     Raises
     ------
@@ -214,16 +230,20 @@ def table3(df: pd.DataFrame, splits: Sequence[str] = ("test", "external"), digit
 
     df = ok_rows(df)
     require_columns(df, ["split", "model_seconds", "manual_seconds"], "table3")
+    pct = f"{100 * conf_level:g}%"
     rows = []
     for s in splits_present(df, splits):
         sub = df[df["split"] == s]
         model, manual = finite_values(sub["model_seconds"]), finite_values(sub["manual_seconds"])
         row: dict[str, Any] = {"Dataset": SET_LABELS.get(s, s), "n": len(sub),
                                "Model, s": median_iqr(model, digits), "Manual, s": median_iqr(manual, digits),
-                               "Z": np.nan, "p-value": np.nan, "p (paired Wilcoxon)": np.nan}
+                               "W": np.nan, "Z": np.nan, "p-value": np.nan, "HL shift, s": np.nan,
+                               f"HL {pct} CI low": np.nan, f"HL {pct} CI high": np.nan, "p (paired Wilcoxon)": np.nan}
         if model.size and manual.size:
-            res = statistics.mann_whitney(model, manual)
-            row["Z"], row["p-value"] = float(res.z), float(res.p_value)
+            res = statistics.mann_whitney(model, manual, conf_level=conf_level)
+            row.update({"W": float(res.statistic), "Z": float(res.z), "p-value": float(res.p_value),
+                        "HL shift, s": float(res.estimate), f"HL {pct} CI low": float(res.ci_low),
+                        f"HL {pct} CI high": float(res.ci_high)})
         pairs = sub[["model_seconds", "manual_seconds"]].apply(pd.to_numeric, errors="coerce").dropna()
         d = (pairs["model_seconds"] - pairs["manual_seconds"]).to_numpy()
         if np.count_nonzero(d):
@@ -234,7 +254,7 @@ def table3(df: pd.DataFrame, splits: Sequence[str] = ("test", "external"), digit
 
 # --------------------------------------------------------------------------- lesions
 def lesion_detection_table(lesions_df: pd.DataFrame, splits: Sequence[str] = ("test", "external"),
-                           metrics_df: pd.DataFrame | None = None) -> pd.DataFrame:
+                           metrics_df: pd.DataFrame | None = None, bin_column: str = "size_bin") -> pd.DataFrame:
     """Lesion-wise detection by size bin per set (:func:`bmstudy.evaluation.lesion_summary_by_size`).
 
     Parameters
@@ -247,6 +267,8 @@ def lesion_detection_table(lesions_df: pd.DataFrame, splits: Sequence[str] = ("t
         The per-patient frame: patients without any lesion row (no reference and no predicted lesion)
         are invisible in ``lesions_df``; with it ``n_patients`` / ``fp_per_patient`` count every
         evaluated patient of the set.
+    bin_column : str, default 'size_bin'
+        ``'size_bin'`` (equivalent-sphere diameter) or ``'size_bin_axial'`` (longest axial diameter, RANO-BM).
 
     Returns
     -------
@@ -267,7 +289,7 @@ def lesion_detection_table(lesions_df: pd.DataFrame, splits: Sequence[str] = ("t
             n_pat = int((ok_rows(metrics_df)["split"] == s).sum())
         if sub.empty and not n_pat:
             continue
-        t = lesion_summary_by_size(sub.drop(columns=["split"])).copy()
+        t = lesion_summary_by_size(sub.drop(columns=["split"]), bin_column=bin_column).copy()
         if "size_bin" not in t.columns and t.index.name == "size_bin":
             t = t.reset_index()
         if n_pat is not None:
@@ -278,6 +300,107 @@ def lesion_detection_table(lesions_df: pd.DataFrame, splits: Sequence[str] = ("t
     if not frames:
         raise ValueError(f"no lesions in splits {list(splits)}")
     return pd.concat(frames, ignore_index=True)
+
+
+def evaluated_caption(df: pd.DataFrame, splits: Sequence[str] = ("test", "external")) -> str:
+    """``'Testing set: N = 14 evaluated of 16; Validation set: ...'`` (M = cases of the split, N = status ok).
+
+    Parameters
+    ----------
+    df : DataFrame
+        ``metrics.csv`` with its failed rows (``split``, ``status``).
+    splits : sequence of str
+        Sets, in order (absent ones are skipped).
+
+    Returns
+    -------
+    str
+    """
+    parts = []
+    for s in splits:
+        sub = df[df["split"] == s]
+        if len(sub):
+            n_ok = int((sub["status"] == "ok").sum()) if "status" in sub.columns else len(sub)
+            parts.append(f"{SET_LABELS.get(s, s)}: N = {n_ok} evaluated of {len(sub)}")
+    return "; ".join(parts)
+
+
+def brats_lesionwise_table(df: pd.DataFrame, splits: Sequence[str] = ("test", "external"),
+                           digits: int = 3) -> pd.DataFrame:
+    """BraTS-METS lesion-wise scores and surface distances per set (``metrics.csv``'s ``brats_*`` columns).
+
+    Rows: lesion-wise Dice and HD95 (median (Q1, Q3) over patients, as the challenge ranks per case,
+    and the mean), the counted lesions, TP, FN, FP and FP per patient (sums over the set), the
+    whole-mask HD95 and NSD.
+
+    Parameters
+    ----------
+    df : DataFrame
+        Per-patient frame of ``evaluate_cohort`` (rows not ``ok`` are left out).
+    splits : sequence of str
+        Sets, in column order.
+    digits : int, default 3
+
+    Returns
+    -------
+    DataFrame
+        ``Measure`` and one ``'<set> (N = n)'`` column per set.
+
+    Raises
+    ------
+    ValueError
+        Missing columns (an evaluation made before the lesion-wise scores: re-run it).
+    """
+    df = ok_rows(df)
+    need = ["split", "brats_lesionwise_dice", "brats_lesionwise_hd95", "brats_n_truth", "brats_tp", "brats_fn",
+            "brats_fp", "hd95", "nsd"]
+    require_columns(df, need, "brats_lesionwise_table")
+    labels = ["Lesion-wise Dice, median (Q1, Q3)", "Lesion-wise Dice, mean", "Lesion-wise HD95 (mm), median (Q1, Q3)",
+              "Lesion-wise HD95 (mm), mean", "Lesions counted (> 2 mm\u00b3)", "Detected (TP)", "Missed (FN)",
+              "False positives (FP)", "FP per patient", "HD95 (mm), whole mask, median (Q1, Q3)",
+              "NSD, whole mask, median (Q1, Q3)"]
+    out = pd.DataFrame({"Measure": labels})
+    for s in splits_present(df, splits):
+        sub = df[df["split"] == s]
+        tot = {k: int(pd.to_numeric(sub[f"brats_{k}"]).sum()) for k in ("n_truth", "tp", "fn", "fp")}
+        out[set_header(s, len(sub))] = [
+            median_iqr(sub["brats_lesionwise_dice"], digits), f"{finite_values(sub['brats_lesionwise_dice']).mean():.{digits}f}",
+            median_iqr(sub["brats_lesionwise_hd95"], 1), f"{finite_values(sub['brats_lesionwise_hd95']).mean():.1f}",
+            str(tot["n_truth"]), str(tot["tp"]), str(tot["fn"]), str(tot["fp"]), f"{tot['fp'] / len(sub):.2f}",
+            median_iqr(sub["hd95"], 1), median_iqr(sub["nsd"], digits)]
+    return out
+
+
+def froc_table(curves: dict[str, pd.DataFrame], fp_points: Sequence[float] = (0.125, 0.25, 0.5, 1, 2, 4, 8),
+               digits: int = 3) -> pd.DataFrame:
+    """FROC score and sensitivity at each FP-per-patient rate, per set and size bin.
+
+    Parameters
+    ----------
+    curves : dict of str to DataFrame
+        ``{'<split>|<diameter label>': froc_curve(..., size_bin=...)}`` (curves with a ``size_bin`` column).
+    fp_points : sequence of float
+        FP-per-patient rates of the FROC score (LUNA16).
+    digits : int, default 3
+
+    Returns
+    -------
+    DataFrame
+        ``Set, Diameter, Size bin, Lesions, FROC score`` and ``Sens @ <r> FP`` per rate.
+    """
+    from ..evaluation import froc_score
+
+    rows = []
+    for key, curve in curves.items():
+        split, _, diam = key.partition("|")
+        for name, c in curve.groupby("size_bin", sort=False):
+            row: dict[str, Any] = {"Set": SET_LABELS.get(split, split), "Diameter": diam, "Size bin": name,
+                                   "Lesions": int(c["n_truth"].iloc[0]),
+                                   "FROC score": round(froc_score(c.drop(columns="size_bin"), fp_points), digits)}
+            for r in fp_points:
+                row[f"Sens @ {r:g} FP"] = round(froc_score(c.drop(columns="size_bin"), [r]), digits)
+            rows.append(row)
+    return pd.DataFrame(rows)
 
 
 # --------------------------------------------------------------------------- beside the paper

@@ -233,13 +233,15 @@ def pooled_auc_permutation_test(
     Returns
     -------
     PermutationResult
-        ``statistic`` is the observed AUC difference (ties within a bin counted half).
+        ``statistic`` is the observed AUC difference (ties within a bin counted half);
+        ``n_permutations`` counts the relabellings used: those leaving a group without lesion or
+        background voxels (AUC undefined) are dropped.
 
     Raises
     ------
     ValueError
-        Shapes differ, negative counts, not two groups, bad options, or a relabelling leaves a
-        group without lesion or background voxels (AUC undefined).
+        Shapes differ, negative counts, not two groups, bad options, the observed groups have no
+        finite AUC, or no relabelling has one.
     """
     pos = np.asarray(pos_hist, dtype=np.float64)
     neg = np.asarray(neg_hist, dtype=np.float64)
@@ -262,6 +264,11 @@ def pooled_auc_permutation_test(
     t_obs = float(diff(observed)[0])
     perms = label_permutations(is_a.size, n_a, None if exact else n_permutations, seed)
     t_null = np.concatenate([diff(perms[i:i + _CHUNK]) for i in range(0, perms.shape[0], _CHUNK)])
+    if np.isfinite(t_obs):
+        # relabellings leaving a group without lesion (or background) voxels have no AUC: dropped
+        t_null = t_null[np.isfinite(t_null)]
+        if t_null.size == 0:
+            raise ValueError("no relabelling gives both groups lesion and background voxels (AUC not finite)")
     return PermutationResult(statistic=t_obs, p_value=_p_value(t_obs, t_null, alternative, not exact),
-                             n_permutations=int(perms.shape[0]), method="exact" if exact else "monte carlo",
+                             n_permutations=int(t_null.size), method="exact" if exact else "monte carlo",
                              alternative=alternative, n_a=n_a, n_b=n_b, group_a=a, group_b=b)
