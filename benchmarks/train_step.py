@@ -5,6 +5,9 @@ CPU peak = the process's max RSS; GPU peak = TensorFlow's peak allocator bytes o
 
     python benchmarks/train_step.py                         # 64^3 (cpu profile batch) and 128^3 batch 1
     python benchmarks/train_step.py --patch 128 --batch 4 --mixed-precision   # on a GPU
+    python benchmarks/train_step.py --patch 32 --batch 1 --deterministic both   # cost of op determinism
+    python benchmarks/train_step.py --patch 64 --norm batch instance            # normalisation variants
+    python benchmarks/train_step.py --pipeline                                   # sampler+augmentation s/sample
 
 Prints one line per configuration and a final table. Random data with sphere 'lesions'; the first
 step (graph tracing, 25-90 s on CPU) is timed separately from the steady-state mean.
@@ -19,7 +22,7 @@ import sys
 import time
 
 
-def _one(patch: int, batch: int, steps: int, mixed: bool) -> dict:
+def _one(patch: int, batch: int, steps: int, mixed: bool, deterministic: bool = False, norm: str = "batch") -> dict:
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     import resource
 
@@ -32,10 +35,13 @@ def _one(patch: int, batch: int, steps: int, mixed: bool) -> dict:
     from bmstudy.training import build_model, dice_score, make_loss
 
     gpus = tf.config.list_physical_devices("GPU")
+    keras.utils.set_random_seed(0)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
     if mixed and gpus:
         keras.mixed_precision.set_global_policy("mixed_float16")
     t0 = time.perf_counter()
-    model = build_model(None, decoder_dropout=0.5)
+    model = build_model(None, decoder_dropout=0.5, norm=norm)
     model.compile(optimizer=keras.optimizers.Adam(1e-4, 0.9, 0.999, 1e-7), loss=make_loss(), metrics=[dice_score])
     build_s = time.perf_counter() - t0
     rng = np.random.default_rng(0)
@@ -60,6 +66,7 @@ def _one(patch: int, batch: int, steps: int, mixed: bool) -> dict:
     first_s, times, loss = times[0], times[1:], losses[-1]
     out = {
         "device": "GPU" if gpus else "CPU", "patch": patch, "batch": batch, "mixed_precision": bool(mixed and gpus),
+        "deterministic": bool(deterministic), "norm": norm,
         "build_s": round(build_s, 1), "first_step_s": round(first_s, 1),
         "s_per_step": round(float(np.mean(times)), 3), "s_per_step_min": round(float(np.min(times)), 3),
         "steps": steps, "cpu_peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
@@ -79,12 +86,19 @@ def main(argv: list[str] | None = None) -> int:
                    help="batch per patch size (default: cpu profile batch for 64, 1 for 128 on CPU, paper batch 4 on GPU)")
     p.add_argument("--steps", type=int, default=5, help="timed steps after the first (tracing) step")
     p.add_argument("--mixed-precision", action="store_true", help="also run with mixed_float16 (GPU only)")
+    p.add_argument("--deterministic", choices=("off", "on", "both"), default="off",
+                   help="tf.config.experimental.enable_op_determinism(); 'both' runs each configuration twice")
+    p.add_argument("--norm", nargs="+", default=["batch"], choices=("batch", "group", "instance"))
+    p.add_argument("--pipeline", action="store_true",
+                   help="only time the input pipeline: PatchSampler.sample with and without augmentation")
     p.add_argument("--json", default=None, help="write results as JSON here")
     p.add_argument("--_child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args._child:
-        patch, batch, steps, mixed = json.loads(args._child)
-        print("RESULT " + json.dumps(_one(patch, batch, steps, mixed)), flush=True)
+        print("RESULT " + json.dumps(_one(*json.loads(args._child))), flush=True)
+        return 0
+    if args.pipeline:
+        print(json.dumps(_pipeline(args.patch, args.steps)))
         return 0
 
     from bmstudy.training import TrainConfig
@@ -95,29 +109,59 @@ def main(argv: list[str] | None = None) -> int:
     batches = args.batch or [cpu_batch if s <= 64 else (paper_batch if has_gpu else 1) for s in args.patch]
     if len(batches) == 1:
         batches = batches * len(args.patch)
-    runs = [(s, b, False) for s, b in zip(args.patch, batches)]
+    dets = {"off": [False], "on": [True], "both": [False, True]}[args.deterministic]
+    runs = [(s, b, False, d, n) for s, b in zip(args.patch, batches) for d in dets for n in args.norm]
     if args.mixed_precision:
-        runs += [(s, b, True) for s, b in zip(args.patch, batches)]
+        runs += [(s, b, True, d, n) for s, b in zip(args.patch, batches) for d in dets for n in args.norm]
     results = []
-    for s, b, mp in runs:
-        cmd = [sys.executable, __file__, "--_child", json.dumps([s, b, args.steps, mp])]
+    for s, b, mp, det, norm in runs:
+        cmd = [sys.executable, __file__, "--_child", json.dumps([s, b, args.steps, mp, det, norm])]
         proc = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8")
         line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
         if proc.returncode != 0 or line is None:
-            res = {"patch": s, "batch": b, "mixed_precision": mp, "error": (proc.stderr or "")[-500:]}
+            res = {"patch": s, "batch": b, "mixed_precision": mp, "deterministic": det, "norm": norm,
+                   "error": (proc.stderr or "")[-500:]}
         else:
             res = json.loads(line[7:])
         results.append(res)
         print(json.dumps(res), flush=True)
-    print("\npatch batch mixed  s/step  first_step_s  cpu_peak_GiB  gpu_peak_GiB")
+    print("\npatch batch mixed  det  norm      s/step  first_step_s  cpu_peak_GiB  gpu_peak_GiB")
     for r in results:
-        print(f"{r['patch']:>5} {r['batch']:>5} {str(r.get('mixed_precision')):>5}  {r.get('s_per_step', 'ERR'):>6}"
+        print(f"{r['patch']:>5} {r['batch']:>5} {str(r.get('mixed_precision')):>5} {str(r.get('deterministic')):>5}"
+              f" {r.get('norm', ''):>8}  {r.get('s_per_step', 'ERR'):>6}"
               f"  {r.get('first_step_s', ''):>12}  {r.get('cpu_peak_rss_gib', ''):>12}  {r.get('gpu_peak_gib', '-'):>12}")
     if args.json:
         from bmstudy.utils import atomic_write_json
 
         atomic_write_json(args.json, results)
     return 0
+
+
+def _pipeline(patches: list[int], n: int) -> list[dict]:
+    """Seconds per training sample (crop + augmentation, data in memory) of the cpu profile's sampler."""
+    import numpy as np
+
+    from bmstudy.plan import AugmentParams, TrainConfig
+    from bmstudy.training.sampling import Case, PatchSampler, head_box, lesion_components
+
+    rng = np.random.default_rng(0)
+    shape = (96, 112, 96)
+    g = np.stack(np.meshgrid(*[np.arange(k) for k in shape], indexing="ij"), -1)
+    head = (((g - np.array(shape) / 2) / (np.array(shape) * 0.45)) ** 2).sum(-1) <= 1
+    mask = (((g - (40, 50, 48)) ** 2).sum(-1) <= 36).astype(np.uint8)
+    image = (rng.normal(size=shape) * head + 2 * mask).astype(np.float32)
+    case = Case("M", image, mask, lesion_components(mask), head.astype(np.uint8), head_box(head))
+    cpu = TrainConfig.from_profile("cpu")
+    out = []
+    for patch in patches:
+        for label, aug in (("augment", AugmentParams.from_dict(cpu.augment)), ("no_augment", None)):
+            sampler = PatchSampler([case], (patch,) * 3, cpu.lesion_fraction, aug, background="head")
+            t0 = time.perf_counter()
+            for i in range(max(n, 1) * 4):
+                sampler.sample(i)
+            out.append({"patch": patch, "mode": label,
+                        "s_per_sample": round((time.perf_counter() - t0) / (max(n, 1) * 4), 4)})
+    return out
 
 
 def _gpu_present() -> bool:

@@ -163,3 +163,64 @@ def test_sampler_arrays_stack_consecutive_samples_and_no_augment_keeps_values(tm
     # without augmentation a patch is a zero-padded crop of one case: its values come from that case
     values = np.concatenate([np.unique(c.image) for c in cases] + [[0.0]])
     assert np.isin(x, values).all() and set(np.unique(y)) <= {0.0, 1.0}
+
+
+def test_head_sampler_foreground_fraction_over_many_draws(tmp_path):
+    """nnU-Net style: a share lesion_fraction of patches is lesion-centred, the rest centred in the head."""
+    write_cohort(tmp_path, n=2)
+    cases = load_cases(tmp_path, ["P000", "P001"])
+    assert all(c.head is not None and c.box is not None for c in cases)
+    sampler = PatchSampler(cases, (32, 32, 32), 1 / 3, None, seed=0, background="head")
+    n, centred, in_head = 3000, 0, 0
+    for i in range(n):
+        rng = np.random.default_rng([0, i])
+        case = sampler.cases[int(rng.integers(len(sampler.cases)))]
+        start, lesion = sampler.patch_start(case, rng)
+        centre = tuple(s + 16 for s in start)
+        centred += lesion
+        if lesion:
+            continue
+        in_head += bool(case.head[centre])
+    share = centred / n
+    assert abs(share - 1 / 3) < 3 * np.sqrt(1 / 3 * 2 / 3 / n)  # binomial 3-sigma band
+    assert in_head == n - centred  # every background patch is centred on a head voxel
+    # a sampler with lesion_fraction 0 never centres on lesions; cases without lesions give background
+    none = PatchSampler(cases, (32, 32, 32), 0.0, None, seed=1, background="head")
+    assert not any(none.patch_start(cases[0], np.random.default_rng(i))[1] for i in range(200))
+    with pytest.raises(ValueError, match="background"):
+        PatchSampler(cases, (32, 32, 32), background="sky")
+
+
+def test_head_patches_overhang_the_border_and_are_zero_padded(tmp_path):
+    """A head touching the volume border gives patches that leave the volume; the outside is zero."""
+    from bmstudy.training.sampling import head_box, sample_head_start
+
+    shape = (24, 24, 24)
+    image = np.random.default_rng(0).normal(1.0, 0.1, shape).astype(np.float32)  # nonzero everywhere
+    head = np.zeros(shape, np.uint8)
+    head[:6, :, :] = 1  # the head touches the x=0 face
+    case = Case("B", image, np.zeros(shape, np.uint8), [], head, head_box(head))
+    assert case.box == ((0, 0, 0), (6, 24, 24))
+    sampler = PatchSampler([case], (16, 16, 16), 0.0, None, seed=0, background="head")
+    overhang = 0
+    for i in range(200):
+        start = sample_head_start(case, (16, 16, 16), np.random.default_rng(i))
+        assert 0 <= start[0] + 8 < 6  # centre inside the head
+        img, msk = sampler.sample(i)
+        rng = np.random.default_rng([0, i])
+        rng.integers(1)  # the case draw
+        s = sampler.patch_start(case, rng)[0]
+        for axis in range(3):
+            lo = max(0, -s[axis])
+            hi = min(16, shape[axis] - s[axis])
+            outside = np.ones(16, bool)
+            outside[lo:hi] = False
+            sl = [slice(None)] * 3
+            sl[axis] = outside
+            assert (img[..., 0][tuple(sl)] == 0).all()
+            sl[axis] = ~outside
+        overhang += s[0] < 0
+        inside = tuple(slice(max(0, -a), min(16, n - a)) for a, n in zip(s, shape))
+        src = tuple(slice(max(0, a), min(n, a + 16)) for a, n in zip(s, shape))
+        np.testing.assert_array_equal(img[..., 0][inside], image[src])
+    assert overhang > 100  # most patches centred in x < 6 start before the volume

@@ -117,3 +117,25 @@ def test_bad_builder_arguments_fail_before_building():
         build_model(32, decoder_filters=(64, 32))
     with pytest.raises(ValueError, match="multiples of 32"):
         build_model(48)
+
+
+def test_group_and_instance_norm_replace_every_batchnorm_and_precise_bn_averages():
+    """norm='instance'/'group' leave no BatchNorm (no running statistics); precise BN = mean batch statistics."""
+    from bmstudy.training.model import build_model, norm_layers, recalibrate_batchnorm
+
+    inst = build_model(None, None, 0.0, norm="instance")
+    assert norm_layers(inst, "batch") == [] and len(norm_layers(inst, "group")) == 35 + 10
+    x = np.random.default_rng(0).normal(size=(2, 32, 32, 32, 1)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(inst(x, training=True)), np.asarray(inst(x, training=False)), atol=1e-5)
+    grp = build_model(None, None, 0.0, norm="group")
+    assert {l.groups for l in norm_layers(grp, "group")} <= {1, 16}
+    bn = build_model(None, None, 0.5)
+    layers = norm_layers(bn, "batch")
+    first = next(l for l in layers if l.name == "bn_data")  # normalises the (repeated) input image itself
+    batches = [x[:1] * 1.0, x[1:] * 3.0 + 2.0]
+    means = [float(b.mean()) for b in batches]
+    assert recalibrate_batchnorm(bn, batches) == len(layers)
+    np.testing.assert_allclose(np.asarray(first.moving_mean), [np.mean(means)] * 3, rtol=1e-4, atol=1e-5)
+    variances = [float(b.var()) for b in batches]  # the mean of the batch variances, not the momentum blend
+    np.testing.assert_allclose(np.asarray(first.moving_variance), [np.mean(variances)] * 3, rtol=1e-3)
+    assert first.momentum == pytest.approx(0.99)  # restored

@@ -19,7 +19,15 @@ def test_profiles_follow_the_paper_and_budget():
     assert (paper.inference_patch, paper.inference_stride) == (128, 64)
     cpu = TrainConfig.from_profile("cpu")
     assert cpu.patch_size == (64, 64, 64) and cpu.inference_patch == 128 and cpu.inference_stride == 64
-    assert 100 <= cpu.steps_per_epoch * cpu.epochs <= 600 and cpu.lesion_fraction >= 0.5
+    assert 100 <= cpu.steps_per_epoch * cpu.epochs <= 600
+    # issue 11: nnU-Net sampling (1/3 foreground, rest in the head), whole-volume model selection, poly LR
+    assert cpu.lesion_fraction == pytest.approx(1 / 3) and cpu.background_sampling == "head"
+    assert cpu.monitor == "val_case_dice" and cpu.val_every >= 1 and cpu.lr_schedule == "poly"
+    assert cpu.deterministic
+    # the paper profile keeps BatchNorm, constant Adam 1e-4 and patch-loss selection
+    assert (paper.norm, paper.lr_schedule, paper.monitor, paper.precise_bn_patches) == ("batch", "constant", "val_loss", 0)
+    with pytest.raises(ValueError, match="norm"):
+        TrainConfig.from_profile("cpu", norm="layer")
     tiny = TrainConfig.from_profile("tiny", epochs=3)
     assert tiny.patch_size == (32, 32, 32) and tiny.epochs == 3
     assert TrainConfig.from_dict(json.loads(json.dumps(cpu.to_dict()))) == cpu
@@ -76,6 +84,9 @@ def test_train_kill_and_resume_continues_checkpoint(tmp_path):
         train(data, manifest, out, cfg, extra_callbacks=[Crash()])
     state = json.loads((out / "checkpoint" / "state.json").read_text(encoding="utf-8"))
     assert state["epoch"] == 1 and state["iterations"] == 2
+    assert state["monitor"] == "val_case_dice" and state["mode"] == "max" and state["best_epoch"] == 0
+    assert state["best"] == pytest.approx(state["logs"]["val_case_dice"])  # whole-volume Dice selected the model
+    first_best = state["best"]
     best_size = (out / "model_best.keras").stat().st_size
     assert 0 < best_size < 0.5 * (out / "checkpoint" / "last.keras").stat().st_size  # no optimizer state
 
@@ -90,13 +101,22 @@ def test_train_kill_and_resume_continues_checkpoint(tmp_path):
             seen.setdefault("epochs", []).append(epoch)
 
     train(data, manifest, out, cfg, extra_callbacks=[Probe()])
-    assert seen == {"iterations": 2, "lr": pytest.approx(2e-4), "epochs": [1]}
+    # the poly schedule continues at step 2 of 4: lr = 2e-4 * (1 - 2/4) ** 0.9
+    assert seen == {"iterations": 2, "lr": pytest.approx(2e-4 * 0.5 ** 0.9, rel=1e-5), "epochs": [1]}
     state = json.loads((out / "checkpoint" / "state.json").read_text(encoding="utf-8"))
     assert state["epoch"] == 2 and state["iterations"] == 4
+    # the best-model record continued: the resumed run only replaces it by a strictly better epoch
+    assert state["best"] == pytest.approx(max(first_best, state["logs"]["val_case_dice"]))
+    assert state["best_epoch"] == (1 if state["logs"]["val_case_dice"] > first_best else 0)
     log = pd.read_csv(out / "training_log.csv")
     assert log["epoch"].tolist() == [0, 1] and np.isfinite(log["loss"]).all()
+    assert np.isfinite(log["val_case_dice"]).all() and "val_lesion_sensitivity" in log and "lr" in log
+    assert log["lr"].iloc[1] < log["lr"].iloc[0]  # poly decay
+    cases = pd.read_csv(out / "validation_cases.csv")
+    assert cases["epoch"].tolist() == [0, 1] and len(set(cases["patient_id"])) == 1
     rec = json.loads((out / "train_config.json").read_text(encoding="utf-8"))
     assert rec["status"] == "complete" and rec["inference_patch"] == 64 and rec["inference_stride"] == 32
+    assert rec["op_determinism"] is True and rec["monitor"] == "val_case_dice"
     assert rec["preprocessing"] == PARAMS and rec["val_cases"] and not set(rec["val_cases"]) & set(rec["train_cases"])
     assert any((out / "logs").rglob("*tfevents*"))
     model, config = load_trained(out)
@@ -144,3 +164,64 @@ def test_training_package_exports_api_without_importing_tensorflow():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, encoding="utf-8")
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def _blob_predict(batch):
+    """A deterministic fake network: probability = sigmoid of the intensity (bright lesions -> 1)."""
+    return 1.0 / (1.0 + np.exp(-4.0 * (batch - 1.5)))
+
+
+def test_whole_volume_validation_equals_predicting_the_cases(tmp_path):
+    """Validation = the inference sliding window on the preprocessed arrays inside the brain + evaluation."""
+    from bmstudy.evaluation.lesions import lesion_metrics
+    from bmstudy.evaluation.voxel import case_metrics
+    from bmstudy.inference.sliding_window import sliding_window_predict
+    from bmstudy.training import validation
+
+    write_cohort(tmp_path, n=3)
+    cases = validation.load_validation_cases(tmp_path, ["P000", "P001", "P002"])
+    assert cases[0].spacing == (0.833,) * 3 and cases[0].brain is not None
+    per_case = validation.validate_cases(_blob_predict, cases, patch=32, stride=16)
+    assert per_case["patient_id"].tolist() == ["P000", "P001", "P002"]
+    for case, row in zip(cases, per_case.itertuples()):
+        prob = sliding_window_predict(np.asarray(case.image), _blob_predict, 32, 16)  # as predict_case does
+        prob[np.asarray(case.brain) == 0] = 0.0
+        np.testing.assert_array_equal(validation.predict_volume(case, _blob_predict, 32, 16), prob)
+        ref = case_metrics(prob, case.mask, threshold=0.5)
+        assert row.dice == pytest.approx(ref["dice"], abs=1e-12)
+        les = lesion_metrics(prob >= 0.5, case.mask, case.spacing)
+        assert row.lesion_sensitivity == pytest.approx(les["lesion_sensitivity"])
+        assert (row.n_true, row.n_detected, row.n_fp) == (les["n_true"], les["n_detected"], les["n_fp"])
+    assert per_case["dice"].min() > 0.5  # the fake network finds the bright lesions
+    summary = validation.summarise(per_case)
+    assert set(summary) == set(validation.SUMMARY_KEYS)
+    assert summary["val_case_dice"] == pytest.approx(per_case["dice"].mean())
+    assert summary["val_case_dice_min"] == pytest.approx(per_case["dice"].min())
+    empty = validation.summarise(per_case.iloc[:0])
+    assert all(np.isnan(v) for v in empty.values())
+
+
+def test_monitor_mode_and_missing_validation():
+    from bmstudy.training import checkpoint, loop
+
+    assert checkpoint.monitor_mode("val_case_dice") == "max" and checkpoint.monitor_mode("val_loss") == "min"
+    assert checkpoint.initial_best("max") == -np.inf
+    cfg = TrainConfig.from_profile("cpu")
+    assert loop.select_monitor(cfg, ["A"]) == "val_case_dice" and loop.select_monitor(cfg, []) == "loss"
+    with pytest.raises(ValueError, match="val_every"):
+        loop.select_monitor(TrainConfig.from_profile("cpu", val_every=0), ["A"])
+
+
+def test_training_curves_plot_whole_volume_validation_beside_patch_losses():
+    from bmstudy.reporting import figures
+
+    log = pd.DataFrame({"epoch": [0, 1, 2, 3], "loss": [0.9, 0.7, 0.6, 0.5], "val_loss": [1.0, 0.8, 0.9, 0.7],
+                        "dice_score": [0.1, 0.3, 0.4, 0.5], "lr": [3e-4, 2e-4, 1e-4, 0.0],
+                        "val_case_dice": [np.nan, 0.4, np.nan, 0.6], "val_lesion_sensitivity": [np.nan, 0.5, np.nan, 0.8],
+                        "val_fp_per_case": [np.nan, 3.0, np.nan, 1.0]})
+    fig = figures.training_curves(log)
+    loss_ax, patch_ax, volume_ax = fig.axes
+    assert [l.get_label() for l in volume_ax.lines] == ["val_case_dice", "val_lesion_sensitivity"]
+    np.testing.assert_array_equal(volume_ax.lines[0].get_xdata(), [2, 4])  # validated epochs only, 1-based
+    assert [l.get_label() for l in patch_ax.lines] == ["dice_score"]
+    assert "whole-volume" in volume_ax.get_title()

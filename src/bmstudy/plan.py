@@ -55,7 +55,14 @@ def check_patch_size(patch_size: int | Sequence[int]) -> tuple[int, int, int]:
 # ----------------------------------------------------------------------------- synthetic cohort
 @dataclass(frozen=True)
 class SiteParams:
-    """Acquisition/appearance of one site (intensities relative to white matter = 1)."""
+    """Acquisition/appearance of one site (intensities relative to white matter = 1).
+
+    ``tissue`` holds the site's mean CE-T1 intensity per tissue; each case draws its own from a
+    log-normal around them (``contrast_jitter``: log-sd, SynthSeg-like). ``enhancement`` is the peak
+    lesion/WM range, ``mimic`` the enhancing structures' (dura, sinuses, pituitary, plexus) scale.
+    ``slice_thickness_mm`` > spacing blurs along the slice axis (thick-slice 2D acquisitions);
+    ``ghosting`` is the probability of a motion ghost.
+    """
 
     name: str
     scanner: str
@@ -72,28 +79,45 @@ class SiteParams:
     scale: float  # stored value of WM
     psf_sigma_vox: float = 0.5
     reader_factor: float = 1.0  # manual annotation speed of the site's readers (time multiplier)
+    contrast_jitter: float = 0.08  # log-sd of the per-case tissue intensities
+    slice_thickness_mm: float | None = None  # None: the voxel size
+    ghosting: float = 0.0  # probability of a motion ghost per case
 
 
 def default_sites(spacing_internal: Sequence[float], spacing_external: Sequence[float]) -> dict[str, SiteParams]:
+    """The two sites of the synthetic cohort (internal 3T 1 mm, external 1.5T anisotropic, no brain masks)."""
+    common = dict(dura=1.25, sinus=1.9, pituitary=1.6, cavernous=1.8, fat=1.35, marrow=1.05, skin=0.7,
+                  vessel=1.9, plexus=1.45, vitreous=0.12)
     return {
         "internal": SiteParams(
             name="internal", scanner="INT 3T 3D-FFE CE-T1", spacing=tuple(map(float, spacing_internal)),
             age_mean=59.4, age_sd=10.2, p_male=0.59, p_lung=0.81,
-            tissue=dict(scalp=0.95, muscle=0.45, skull=0.07, diploe=0.40, csf=0.20, gm=0.62, deep_gm=0.78,
-                        wm=1.0, necrosis=0.28, vessel=1.9, plexus=1.4, vitreous=0.12),
-            enhancement=(1.6, 2.0), noise_sigma=0.03, bias_amplitude=0.08, gamma=1.0, scale=600.0),
+            tissue=dict(common, scalp=0.95, muscle=0.45, skull=0.07, diploe=1.05, csf=0.20, gm=0.62, deep_gm=0.74,
+                        wm=1.0, necrosis=0.28),
+            enhancement=(1.35, 1.85), noise_sigma=0.03, bias_amplitude=0.08, gamma=1.0, scale=600.0, ghosting=0.1),
         "external": SiteParams(
             name="external", scanner="EXT 1.5T 3D-SPGR CE-T1", spacing=tuple(map(float, spacing_external)),
             age_mean=57.4, age_sd=12.6, p_male=0.49, p_lung=0.54,
-            tissue=dict(scalp=0.85, muscle=0.50, skull=0.12, diploe=0.48, csf=0.30, gm=0.72, deep_gm=0.84,
-                        wm=1.0, necrosis=0.38, vessel=1.8, plexus=1.35, vitreous=0.2),
-            enhancement=(1.6, 2.0), noise_sigma=0.05, bias_amplitude=0.10, gamma=0.85, scale=1500.0, reader_factor=0.85),
+            tissue=dict(common, scalp=0.85, muscle=0.50, skull=0.12, diploe=0.95, csf=0.30, gm=0.72, deep_gm=0.82,
+                        wm=1.0, necrosis=0.38, sinus=1.7, fat=1.25),
+            enhancement=(1.3, 1.75), noise_sigma=0.05, bias_amplitude=0.12, gamma=0.85, scale=1500.0,
+            reader_factor=0.85, contrast_jitter=0.10, slice_thickness_mm=3.0, ghosting=0.2),
     }
 
 
 @dataclass(frozen=True)
 class SynthParams:
-    """Size knob of the cohort. ``fov_mm`` is the physical field of view shared by both sites."""
+    """Size knob of the cohort. ``fov_mm`` is the physical field of view shared by both sites.
+
+    ``anatomy_scale`` is the head's linear size relative to the adult MNI152 head (1 = real scale; the
+    ``tiny`` test preset renders half-size heads). Lesion diameters are clinical mm, clipped to
+    [``min_diameter_mm``, ``max_diameter_mm``]. ``touching_rate``: probability that a lesion (after the
+    first) is placed touching an earlier one; ``vessel_touch_rate``: probability per lesion of a cortical
+    vein running along it; ``annotator_jitter_mm``: smooth boundary jitter of the "manual" masks (0: the
+    masks are exactly the rendered lesions). ``external_brain_masks``: whether the external site's
+    manifest rows name a brain mask (default False: the study strips them, as real data; the true
+    brain mask is always written and named in the ``brain_truth`` column).
+    """
 
     name: str
     n_internal: int
@@ -106,6 +130,11 @@ class SynthParams:
     max_diameter_mm: float = 30.0
     ring_min_diameter_mm: float = 6.0
     test_fraction: float = 0.2
+    anatomy_scale: float = 1.0
+    touching_rate: float = 0.15
+    vessel_touch_rate: float = 0.3
+    annotator_jitter_mm: float = 0.0
+    external_brain_masks: bool = False
     sites: dict[str, SiteParams] = field(default=None, compare=False, repr=False)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
@@ -122,13 +151,20 @@ class SynthParams:
         if not 1.0 <= self.min_diameter_mm < self.max_diameter_mm <= 0.3 * min(self.fov_mm):
             raise ValueError(f"profile {self.name!r}: need 1 <= min_diameter_mm < max_diameter_mm <= 0.3*fov, "
                              f"got {self.min_diameter_mm}, {self.max_diameter_mm}")
+        if not 0.3 <= self.anatomy_scale <= 1.3:
+            raise ValueError(f"profile {self.name!r}: anatomy_scale must be in [0.3, 1.3], got {self.anatomy_scale}")
+        for k in ("touching_rate", "vessel_touch_rate"):
+            if not 0.0 <= getattr(self, k) <= 1.0:
+                raise ValueError(f"profile {self.name!r}: {k} must be in [0, 1], got {getattr(self, k)}")
+        if not 0.0 <= self.annotator_jitter_mm <= 3.0:
+            raise ValueError(f"profile {self.name!r}: annotator_jitter_mm must be in [0, 3], got {self.annotator_jitter_mm}")
         if self.sites is None:
             object.__setattr__(self, "sites", default_sites(self.spacing_internal, self.spacing_external))
 
     @property
     def head_scale(self) -> float:
-        """Linear size of this head relative to a real adult head (paper profile = 1)."""
-        return self.fov_mm[0] / _PAPER_FOV_X
+        """Linear size of this head relative to a real adult head (``anatomy_scale``; 1 = real scale)."""
+        return float(self.anatomy_scale)
 
     def shape(self, site: str) -> tuple[int, int, int]:
         sp = self.sites[site].spacing
@@ -145,9 +181,11 @@ class SynthParams:
 
 #: Synthetic cohort presets (the study profiles pick one: tiny -> tiny, cpu -> default, paper -> paper).
 SYNTH_PRESETS: dict[str, SynthParams] = {
-    "tiny": SynthParams("tiny", 8, 4, (64.0, 72.0, 64.0), max_lesions=6, max_diameter_mm=12.0),
-    "default": SynthParams("default", 40, 16, (96.0, 112.0, 96.0), max_lesions=15, max_diameter_mm=20.0),
-    "paper": SynthParams("paper", 470, 172, (200.0, 232.0, 200.0), max_lesions=15, max_diameter_mm=30.0),
+    # tiny: unit-test/CI preset only (half-size heads, small lesions); default/paper: real adult scale
+    "tiny": SynthParams("tiny", 8, 4, (80.0, 96.0, 88.0), max_lesions=6, max_diameter_mm=10.0, anatomy_scale=0.4,
+                        external_brain_masks=True),
+    "default": SynthParams("default", 40, 8, (184.0, 224.0, 184.0), max_lesions=15, max_diameter_mm=30.0),
+    "paper": SynthParams("paper", 470, 172, (184.0, 224.0, 184.0), max_lesions=15, max_diameter_mm=30.0),
 }
 
 
@@ -288,6 +326,19 @@ class TrainConfig:
     when >= 2 cases) is held out; ``val_patches_per_case`` fixed, un-augmented patches per held-out case
     (half lesion-centred) form the validation set. ``inference_patch``/``inference_stride`` are recorded
     for ``bmstudy.inference.predictor`` (the model is fully convolutional, so they may differ from ``patch_size``).
+
+    Patch sampling (nnU-Net style, issue 11): ``lesion_fraction`` is the foreground-oversampling share;
+    ``background_sampling="head"`` centres the other patches on a uniformly drawn voxel of the head
+    (``brain.npy``, else the nonzero image), so patches overhang the volume border where the head
+    touches it (zero padding); ``"volume"`` keeps the original uniform-over-the-volume draw.
+    Whole-volume validation: every ``val_every`` epochs (0: never) the held-out cases are predicted
+    with the inference sliding window (``val_window``/``val_stride``; ``None``: the inference
+    settings) inside their brain mask; ``val_case_dice`` (mean per-case Dice) can be the ``monitor``.
+    ``norm``: ``batch`` (the paper), ``group`` or ``instance`` (every BatchNorm of encoder and decoder
+    replaced); ``precise_bn_patches > 0`` re-estimates BatchNorm statistics on that many random head
+    patches before each whole-volume validation and model export. ``lr_schedule``: ``constant``
+    (the paper), ``poly`` (nnU-Net: ``lr * (1 - step/total)^0.9``) or ``cosine``. ``deterministic``:
+    ``tf.config.experimental.enable_op_determinism()``.
     """
 
     profile: str = "paper"
@@ -314,10 +365,19 @@ class TrainConfig:
     monitor: str = "val_loss"
     early_stopping_patience: int | None = None
     mixed_precision: bool = False
+    strategy: str = "auto"  # auto | default | mirrored | multi_worker (bmstudy.training.distribute)
     num_parallel_calls: int | None = None
     seed: int = 0
     inference_patch: int = 128
     inference_stride: int = 64
+    background_sampling: str = "volume"
+    val_every: int = 0
+    val_window: int | None = None
+    val_stride: int | None = None
+    norm: str = "batch"
+    precise_bn_patches: int = 0
+    lr_schedule: str = "constant"
+    deterministic: bool = True
 
     PROFILES = ("tiny", "cpu", "paper")
 
@@ -331,8 +391,25 @@ class TrainConfig:
             raise ValueError(f"val_fraction must be in [0, 1); got {self.val_fraction}")
         if not 0 < self.inference_stride <= self.inference_patch:
             raise ValueError(f"inference_stride must be in (0, inference_patch]; got {self.inference_stride}")
+        if self.strategy not in ("auto", "default", "mirrored", "multi_worker"):
+            raise ValueError(f"strategy must be auto, default, mirrored or multi_worker; got {self.strategy!r}")
         if self.encoder_weights is not None:
             self.encoder_weights = str(self.encoder_weights)
+        self._check_issue11_fields()
+
+    def _check_issue11_fields(self) -> None:
+        """Validate the sampling, validation, normalisation and schedule choices."""
+        choices = {"background_sampling": ("volume", "head"), "norm": ("batch", "group", "instance"),
+                   "lr_schedule": ("constant", "poly", "cosine")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}; got {getattr(self, name)!r}")
+        if not 0.0 <= self.lesion_fraction <= 1.0:
+            raise ValueError(f"lesion_fraction must be in [0, 1]; got {self.lesion_fraction}")
+        if self.val_every < 0 or self.precise_bn_patches < 0:
+            raise ValueError("val_every and precise_bn_patches must be >= 0")
+        if self.val_window is not None:
+            check_patch_size(self.val_window)
 
     @classmethod
     def from_profile(cls, name: str, **overrides: Any) -> "TrainConfig":
@@ -345,19 +422,27 @@ class TrainConfig:
         test cases (128^3 windows, stride 64) median Dice 0.65 with predictions restricted to the brain
         mask, 0.17 without (false positives in the zero background outside the brain). Sampling
         random patches with ``border_overhang=0.5`` and ``lesion_fraction=0.6`` made eval-mode
-        BatchNorm statistics unstable in this short run (val_loss spikes, best = epoch 1): not used."""
+        BatchNorm statistics unstable in this short run (val_loss spikes, best = epoch 1): not used.
+        Issue 11 (those figures predate it): ``cpu`` now samples 1/3 lesion-centred patches and the rest
+        in the head (nnU-Net), selects the model by whole-volume validation Dice every 2 epochs, uses
+        precise BN and a poly learning-rate decay; ``paper`` keeps BatchNorm, constant Adam 1e-4 and
+        ``val_loss`` selection. The cpu-profile figures of these choices are not measured yet
+        (``benchmarks/train_seeds.py``)."""
         base: dict[str, Any]
         if name == "paper":
             base = {}
         elif name == "cpu":
             base = dict(patch_size=(64, 64, 64), batch_size=2, steps_per_epoch=25, epochs=12,
-                        learning_rate=3e-4, lesion_fraction=0.8, decoder_dropout=0.1, val_fraction=0.15,
-                        val_patches_per_case=2,
+                        learning_rate=3e-4, lesion_fraction=1 / 3, background_sampling="head",
+                        decoder_dropout=0.1, val_fraction=0.15, val_patches_per_case=2,
+                        val_every=2, val_stride=128, monitor="val_case_dice", lr_schedule="poly",
+                        norm="batch", precise_bn_patches=16,
                         augment=AugmentParams(elastic_p=0.15, elastic_deformation=(0.0, 0.15)).to_dict())
         elif name == "tiny":
             base = dict(patch_size=(32, 32, 32), batch_size=1, steps_per_epoch=2, epochs=1,
-                        lesion_fraction=0.8, val_fraction=0.34, val_patches_per_case=1,
-                        inference_patch=64, inference_stride=32,
+                        lesion_fraction=0.8, background_sampling="head", val_fraction=0.34,
+                        val_patches_per_case=1, inference_patch=64, inference_stride=32,
+                        val_every=1, monitor="val_case_dice", lr_schedule="poly", precise_bn_patches=2,
                         augment=AugmentParams(elastic_p=0.2, elastic_deformation=(0.0, 0.1)).to_dict())
         else:
             raise ValueError(f"unknown training profile {name!r}; choose from {cls.PROFILES}")
@@ -388,7 +473,10 @@ class InferenceParams:
     ----------
     patch, stride : window size and step in voxels; ``None`` takes the trained model's
         ``inference_patch`` / ``inference_stride`` (paper: 128 and 64).
-    batch_size : windows per network call.
+    batch_size : windows per network call; ``None`` chooses it from free device memory on a GPU
+        (at most 8) and 1 on CPU (:func:`bmstudy.inference.network.auto_batch_size`).
+    precision : ``'float32'``, ``'mixed_float16'`` or ``'mixed_bfloat16'`` (Keras mixed precision).
+    jit_compile : XLA-compile the network's ``tf.function``.
     blend : overlap blending, ``'mean'`` (the paper: overlaps averaged) or ``'gaussian'``.
     tta : left-right flip test-time augmentation.
     threshold : probability threshold of the written mask (paper: 0.5).
@@ -398,7 +486,9 @@ class InferenceParams:
 
     patch: int | None = None
     stride: int | None = None
-    batch_size: int = 1
+    batch_size: int | None = None
+    precision: str = "float32"
+    jit_compile: bool = False
     blend: str = "mean"
     tta: bool = False
     threshold: float = 0.5
@@ -410,8 +500,10 @@ class InferenceParams:
             check_patch_size(self.patch)
         if self.stride is not None and not 0 < int(self.stride) <= int(self.patch or 10**9):
             raise ValueError(f"stride must be in (0, patch]; got {self.stride}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1; got {self.batch_size}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1 or None (automatic); got {self.batch_size}")
+        if self.precision not in ("float32", "mixed_float16", "mixed_bfloat16"):
+            raise ValueError(f"precision must be 'float32', 'mixed_float16' or 'mixed_bfloat16'; got {self.precision!r}")
         if self.blend not in BLENDS:
             raise ValueError(f"blend must be one of {BLENDS}; got {self.blend!r}")
         if not 0.0 <= float(self.threshold) <= 1.0:
@@ -433,6 +525,15 @@ class EvalParams:
     n_boot : patient-cluster bootstrap resamples.
     n_overlay : cases shown in Figure 3.
     mask_labels, label_threshold : how a label-map reference becomes a 0/1 lesion mask (as preprocessing).
+    nsd_tolerance_mm : tolerance of the normalised surface Dice (mm; 1 mm = one voxel at the 1 mm grid
+        the study resamples to, the usual choice for small lesions).
+    froc_candidate_threshold : FROC candidates are the components of ``prob >=`` this (low, so that the
+        curve reaches 8 FP per patient); each is scored by its maximum probability.
+    brats_dilation, brats_min_volume_mm3 : BraTS-METS lesion-wise rules (dilation factor 1, lesions
+        <= 2 mm^3 ignored), used by the lesion-wise Dice/HD95 and the FROC matching.
+    empty : value of Dice/IoU/precision/recall/specificity when the denominator is zero: ``'agree'``
+        (1 when prediction and truth agree perfectly, else 0: the BraTS rule, both empty -> Dice 1),
+        ``'nan'``, ``'0'`` or ``'1'``.
     """
 
     threshold: float = 0.5
@@ -444,10 +545,24 @@ class EvalParams:
     n_overlay: int = 4
     mask_labels: tuple[int, ...] | None = None
     label_threshold: float | None = None
+    nsd_tolerance_mm: float = 1.0
+    froc_candidate_threshold: float = 0.1
+    brats_dilation: int = 1
+    brats_min_volume_mm3: float = 2.0
+    empty: str = "agree"
 
     def __post_init__(self) -> None:
         if not 0.0 <= float(self.threshold) <= 1.0:
             raise ValueError(f"threshold must be in [0, 1]; got {self.threshold}")
+        if not 0.0 < float(self.froc_candidate_threshold) <= 1.0:
+            raise ValueError(f"froc_candidate_threshold must be in (0, 1]; got {self.froc_candidate_threshold}")
+        if float(self.nsd_tolerance_mm) < 0 or int(self.brats_dilation) < 0 or float(self.brats_min_volume_mm3) < 0:
+            raise ValueError("nsd_tolerance_mm, brats_dilation and brats_min_volume_mm3 must be >= 0")
+        empty = str(self.empty).strip().lower()
+        empty = {"0.0": "0", "1.0": "1"}.get(empty, empty)
+        if empty not in ("agree", "nan", "0", "1"):
+            raise ValueError(f"empty must be 'agree', 'nan', '0' or '1'; got {self.empty!r}")
+        object.__setattr__(self, "empty", empty)
         if self.n_boot < 1:
             raise ValueError(f"n_boot must be >= 1; got {self.n_boot}")
         object.__setattr__(self, "splits", tuple(str(s) for s in self.splits))
@@ -459,11 +574,12 @@ class EvalParams:
 #: The study profiles: for each, the preset or the field overrides of every section.
 PROFILES: dict[str, dict[str, Any]] = {
     "tiny": {"gpu": False, "synth": "tiny", "preprocess": {"target_spacing": (1.0, 1.0, 1.0)}, "train": "tiny"},
-    "cpu": {"gpu": False, "synth": "default", "preprocess": {"target_spacing": (1.0, 1.0, 1.0)}, "train": "cpu"},
+    "cpu": {"gpu": False, "synth": "default", "preprocess": {"target_spacing": (1.0, 1.0, 1.0), "crop_to_brain": True},
+            "train": "cpu"},
     "paper": {"gpu": True, "synth": "paper", "preprocess": {}, "train": "paper"},
 }
 _SECTIONS = ("synth", "preprocess", "train", "inference", "evaluation")
-_TOP_LEVEL = ("profile", "seed", "gpu", "test_fraction", "n_jobs")
+_TOP_LEVEL = ("profile", "seed", "gpu", "test_fraction", "n_jobs", "dask_scheduler")
 
 
 def _section_dict(obj: Any) -> dict[str, Any]:
@@ -484,6 +600,7 @@ class StudyPlan:
     gpu : let TensorFlow see GPUs.
     test_fraction : share of internal cases in the test set (systematic split).
     n_jobs : parallel cases in the per-case stages.
+    dask_scheduler : run the per-case stages on Dask (``tcp://HOST:PORT`` or ``'local'``); None: local processes.
     synth, preprocess, train, inference, evaluation : the stages' parameter sets.
     """
 
@@ -497,6 +614,7 @@ class StudyPlan:
     train: TrainConfig
     inference: InferenceParams
     evaluation: EvalParams
+    dask_scheduler: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready nested dict (sections as dicts)."""
@@ -523,6 +641,7 @@ class StudyPlan:
             train=TrainConfig.from_dict(dict(d.get("train") or {})),
             inference=_build(InferenceParams, d.get("inference")),
             evaluation=_build(EvalParams, d.get("evaluation")),
+            dask_scheduler=d.get("dask_scheduler") or None,
         )
 
     def hash(self) -> str:
@@ -611,6 +730,7 @@ def resolve_plan(profile: str = "cpu", overrides: Mapping[str, Any] | None = Non
         synth=synth, preprocess=pre, train=TrainConfig.from_profile(prof["train"], **train_ov),
         inference=_build(InferenceParams, ov.get("inference")),
         evaluation=_build(EvalParams, ov.get("evaluation")),
+        dask_scheduler=ov.get("dask_scheduler") or None,
     )
 
 

@@ -26,9 +26,15 @@ from .model import (BEST_MODEL, CHECKPOINT_DIR, CONFIG_FILE, DECODER_FILTERS, EN
 from .sampling import (Case, PatchSampler, extract_patch, lesion_components, load_cases, load_preprocessed_case,
                        make_dataset, sample_patch_start)
 
+from . import distribute, norm, validation
+from .norm import NORMS, recalibrate_batchnorm
+from .sampling import head_box, sample_head_start
+from .validation import CASES_FILE
+
 __all__ = [
     # modules
-    "sampling", "augmentation", "model", "loop",
+    "sampling", "augmentation", "model", "loop", "norm", "validation", "distribute",
+    "NORMS", "recalibrate_batchnorm", "head_box", "sample_head_start", "CASES_FILE",
     # settings (bmstudy.plan)
     "TrainConfig", "AugmentParams", "check_patch_size", "DIVISOR",
     # sampling

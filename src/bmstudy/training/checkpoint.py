@@ -25,12 +25,32 @@ from ..plan import TrainConfig
 from ..utils import atomic_path, atomic_to_csv, atomic_write_json, get_logger
 from .model import BEST_MODEL, CHECKPOINT_DIR, CONFIG_FILE, LAST_MODEL
 
-__all__ = ["STATE_FILE", "epoch_checkpoint_class", "resume_state", "truncate_log"]
+__all__ = ["STATE_FILE", "monitor_mode", "initial_best", "epoch_checkpoint_class", "resume_state", "truncate_log"]
 
 log = get_logger("bmstudy.training.checkpoint")
 
 #: The last checkpoint's state (epochs, optimizer iterations, best value) inside :data:`CHECKPOINT_DIR`.
 STATE_FILE = "state.json"
+
+
+def monitor_mode(monitor: str) -> str:
+    """``"max"`` for a monitored Dice/sensitivity/precision (higher is better), else ``"min"`` (losses).
+
+    Parameters
+    ----------
+    monitor : str
+        The monitored log key (``val_case_dice``, ``val_loss``, ...).
+
+    Returns
+    -------
+    str
+    """
+    return "max" if any(k in monitor for k in ("dice", "sensitivity", "precision", "f1")) else "min"
+
+
+def initial_best(mode: str) -> float:
+    """The best value before any epoch: ``inf`` for ``"min"``, ``-inf`` for ``"max"``."""
+    return -math.inf if mode == "max" else math.inf
 
 
 def epoch_checkpoint_class() -> Any:
@@ -41,9 +61,10 @@ def epoch_checkpoint_class() -> Any:
     Returns
     -------
     type
-        ``EpochCheckpoint(out_dir, monitor, best=inf, inference_factory=None)``, a
+        ``EpochCheckpoint(out_dir, monitor, best=None, inference_factory=None, mode=None)``, a
         ``keras.callbacks.Callback``. ``best`` is the best monitored value so far (from the checkpoint
-        when resuming); ``inference_factory`` builds an uncompiled twin of the model into which the
+        when resuming; ``None``: :func:`initial_best`); ``mode`` ``"min"``/``"max"`` (``None``:
+        :func:`monitor_mode`); ``inference_factory`` builds an uncompiled twin of the model into which the
         weights are copied before saving ``model_best.keras`` (``None``: save the trained model itself,
         optimizer included).
     """
@@ -52,10 +73,13 @@ def epoch_checkpoint_class() -> Any:
     class EpochCheckpoint(keras.callbacks.Callback):
         """Atomic best-model and last-checkpoint (with optimizer) saving after every epoch."""
 
-        def __init__(self, out_dir: Path, monitor: str, best: float = math.inf,
-                     inference_factory: Any = None) -> None:
+        def __init__(self, out_dir: Path, monitor: str, best: float | None = None,
+                     inference_factory: Any = None, mode: str | None = None) -> None:
             super().__init__()
-            self.out_dir, self.monitor, self.best = out_dir, monitor, best
+            self.mode = mode or monitor_mode(monitor)
+            self.out_dir, self.monitor = out_dir, monitor
+            self.best = initial_best(self.mode) if best is None else float(best)
+            self.best_epoch: int | None = None
             self.inference_factory, self._inference_model = inference_factory, None
 
         def _save_best(self, path: Path) -> None:
@@ -72,10 +96,12 @@ def epoch_checkpoint_class() -> Any:
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
             logs = dict(logs or {})
             value = logs.get(self.monitor)
-            if value is not None and np.isfinite(value) and value < self.best:
+            better = value is not None and np.isfinite(value) and (
+                value > self.best if self.mode == "max" else value < self.best)
+            if better:
                 log.info("epoch %d: %s improved %.5f -> %.5f, saving %s", epoch + 1, self.monitor,
                          self.best, value, BEST_MODEL)
-                self.best = float(value)
+                self.best, self.best_epoch = float(value), epoch
                 with atomic_path(self.out_dir / BEST_MODEL) as tmp:
                     self._save_best(tmp)
             ckpt = self.out_dir / CHECKPOINT_DIR
@@ -84,9 +110,17 @@ def epoch_checkpoint_class() -> Any:
             atomic_write_json(ckpt / STATE_FILE, {
                 "epoch": epoch + 1,
                 "iterations": int(self.model.optimizer.iterations.numpy()),
-                "monitor": self.monitor, "best": self.best,
+                "monitor": self.monitor, "mode": self.mode, "best": self.best,
+                "best_epoch": self.best_epoch if self.best_epoch is not None else self._previous_best_epoch(),
                 "logs": {k: float(v) for k, v in logs.items()},
             })
+
+        def _previous_best_epoch(self) -> int | None:
+            """The best epoch recorded by the checkpoint being continued (resume)."""
+            path = self.out_dir / CHECKPOINT_DIR / STATE_FILE
+            if not path.is_file():
+                return None
+            return json.loads(path.read_text(encoding="utf-8")).get("best_epoch")
 
     return EpochCheckpoint
 
@@ -122,6 +156,7 @@ def resume_state(out_dir: Path, config: TrainConfig) -> dict[str, Any] | None:
         old = dict(json.loads(cfg_path.read_text(encoding="utf-8")).get("config", {}))
         new = config.to_dict()
         old.pop("epochs", None), new.pop("epochs", None)
+        new = {k: v for k, v in new.items() if k in old}  # fields added since the checkpoint: their defaults
         if json.loads(json.dumps(old)) != json.loads(json.dumps(new)):
             raise ValueError(f"{out_dir} holds a checkpoint trained with a different config; "
                              "use a new out_dir or resume=False")

@@ -12,7 +12,9 @@ Reads ``preprocess_report.csv`` and ``<patient_id>/{image,mask}.npy, meta.json``
 
 Outputs of ``train(preprocessed_dir, manifest_df, out_dir, config)`` in ``out_dir``:
 
-- ``model_best.keras``: best epoch by the monitored quantity (``val_loss``; ``loss`` without validation),
+- ``model_best.keras``: best epoch by the monitored quantity (``config.monitor``: ``val_case_dice``, the
+  whole-volume validation of :mod:`bmstudy.training.validation`, for ``cpu``/``tiny``; ``val_loss`` on
+  the fixed validation patches for ``paper``; ``loss`` without validation cases),
   an uncompiled copy without optimizer state (for inference; ~290 MB instead of ~880 MB).
 - ``checkpoint/last.keras`` + ``checkpoint/state.json``: model WITH optimizer state after each epoch, and
   the number of completed epochs, optimizer iterations and best value so far. Both written atomically
@@ -22,9 +24,17 @@ Outputs of ``train(preprocessed_dir, manifest_df, out_dir, config)`` in ``out_di
   the patch stream continues at sample ``iterations * batch_size`` (samples are a pure function of
   ``(seed, index)``, see :mod:`bmstudy.training.sampling`), so a resumed run sees the same data as an
   uninterrupted one.
+- ``validation_cases.csv``: per-case whole-volume validation (Dice, lesion-wise sensitivity) per validated epoch.
 - ``training_log.csv`` (CSVLogger, appended on resume), ``logs/`` (TensorBoard), ``train_config.json``
   (the config, train/validation case ids, top-level ``inference_patch``, ``inference_stride``,
-  ``preprocessing`` copied from the cases' ``meta.json``, package versions, timing, status).
+  ``preprocessing`` copied from the cases' ``meta.json``, package versions, timing, status, and
+  ``op_determinism``: whether TensorFlow op determinism was on; measured on the 2-core CPU with oneDNN,
+  that does NOT make two runs bit-identical, see ``book/deviations.md``).
+
+Determinism (``config.deterministic``): ``keras.utils.set_random_seed(seed)`` always;
+``tf.config.experimental.enable_op_determinism()`` as well when set (patches and augmentation are
+already a pure function of ``(seed, index)``). Op determinism is process-wide and stays on once
+enabled. Measured: two CPU runs (oneDNN on) still differ by ~1e-5 in the loss from the first epoch.
 
 Multi-GPU: ``tf.distribute.MirroredStrategy`` when more than one GPU is visible. Mixed precision
 (``mixed_float16``, loss scaling by Keras) only when requested AND a GPU is present.
@@ -33,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -43,10 +52,11 @@ import pandas as pd
 
 from ..plan import AugmentParams, TrainConfig
 from ..utils import PathLike, atomic_write_json, get_logger, params_hash
-from .checkpoint import STATE_FILE, epoch_checkpoint_class, resume_state, truncate_log
+from .checkpoint import STATE_FILE, epoch_checkpoint_class, initial_best, monitor_mode, resume_state, truncate_log
 from .model import (BEST_MODEL, CHECKPOINT_DIR, CONFIG_FILE, LAST_MODEL, build_model, custom_objects, dice_score,
                     make_loss)
 from .sampling import PatchSampler, load_cases, make_dataset
+from .validation import CASES_FILE, make_validation_callback, select_monitor
 
 __all__ = ["CHECKPOINT_DIR", "LAST_MODEL", "STATE_FILE", "BEST_MODEL", "CONFIG_FILE", "LOG_FILE", "TrainConfig",
            "select_training_cases", "split_validation", "train", "add_cli_arguments", "config_from_args",
@@ -184,7 +194,7 @@ def _start_record(config: TrainConfig, preprocessed_dir: Path, ids: Sequence[str
         "inference_patch": config.inference_patch, "inference_stride": config.inference_stride,
         "preprocessing": _preprocessing_record(preprocessed_dir, ids),
         "train_cases": train_ids, "val_cases": val_ids, "monitor": monitor,
-        "versions": _versions(), "status": "running",
+        "versions": _versions(), "status": "running", "op_determinism": bool(config.deterministic),
     }
 
 
@@ -217,17 +227,43 @@ def _model_and_start(out_dir: Path, config: TrainConfig, state: dict[str, Any] |
     if state is not None:
         model = keras.models.load_model(out_dir / CHECKPOINT_DIR / LAST_MODEL,
                                         custom_objects=custom_objects(), compile=True)
-        initial_epoch, best = int(state["epoch"]), float(state.get("best", math.inf))
+        mode = state.get("mode", monitor_mode(str(state.get("monitor", config.monitor))))
+        initial_epoch, best = int(state["epoch"]), float(state.get("best", initial_best(mode)))
         log.info("resuming from %s: epoch %d, optimizer iterations %d", out_dir / CHECKPOINT_DIR / STATE_FILE,
                  initial_epoch, int(model.optimizer.iterations.numpy()))
         return model, initial_epoch, best
     # spatial dims left open: fully convolutional, so inference may use larger windows
     model = build_model(None, config.encoder_weights, config.decoder_dropout,
-                        backbone=config.backbone, dropout_type=config.dropout_type)
-    opt = keras.optimizers.Adam(learning_rate=config.learning_rate, beta_1=config.beta_1,
+                        backbone=config.backbone, dropout_type=config.dropout_type, norm=config.norm)
+    opt = keras.optimizers.Adam(learning_rate=learning_rate(config), beta_1=config.beta_1,
                                 beta_2=config.beta_2, epsilon=config.epsilon)
     model.compile(optimizer=opt, loss=make_loss(config.dice_weight, config.bce_weight), metrics=[dice_score])
-    return model, 0, math.inf
+    return model, 0, initial_best(monitor_mode(config.monitor))
+
+
+def learning_rate(config: TrainConfig) -> Any:
+    """The optimizer's learning rate: a float (``constant``) or a Keras schedule over all steps.
+
+    ``poly``: nnU-Net's ``lr * (1 - step / total) ** 0.9``; ``cosine``: cosine decay to 0. The schedule
+    is a function of the optimizer's iteration counter, which the checkpoint restores, so a resumed
+    run continues the schedule where it stopped (raising ``epochs`` on resume keeps the old length).
+
+    Parameters
+    ----------
+    config : TrainConfig
+
+    Returns
+    -------
+    float or keras.optimizers.schedules.LearningRateSchedule
+    """
+    import keras
+
+    total = config.epochs * config.steps_per_epoch
+    if config.lr_schedule == "poly":
+        return keras.optimizers.schedules.PolynomialDecay(config.learning_rate, total, 0.0, power=0.9)
+    if config.lr_schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(config.learning_rate, total, alpha=0.0)
+    return float(config.learning_rate)
 
 
 # ----------------------------------------------------------------------------- data and callbacks
@@ -243,7 +279,7 @@ def _datasets(preprocessed_dir: Path, train_ids: list[str], val_ids: list[str], 
     aug = AugmentParams.from_dict(config.augment)
     sampler = PatchSampler(load_cases(preprocessed_dir, train_ids), config.patch_size,
                            config.lesion_fraction, aug, seed=config.seed, center_jitter=config.center_jitter,
-                           border_overhang=config.border_overhang)
+                           border_overhang=config.border_overhang, background=config.background_sampling)
     train_ds = make_dataset(sampler, config.batch_size, start_index=iterations * config.batch_size,
                             num_parallel_calls=config.num_parallel_calls)
     val_data = None
@@ -256,36 +292,42 @@ def _datasets(preprocessed_dir: Path, train_ids: list[str], val_ids: list[str], 
 
 
 def _callbacks(out_dir: Path, config: TrainConfig, monitor: str, best: float, initial_epoch: int,
-               extra_callbacks: Sequence[Any]) -> list[Any]:
-    """Checkpointing, CSV log (appended on resume), TensorBoard, NaN stop, optional early stopping, extras."""
+               extra_callbacks: Sequence[Any], validation: Any) -> list[Any]:
+    """TensorBoard, whole-volume validation, checkpointing, CSV log (appended on resume), NaN stop,
+    optional early stopping, extras (in this order: each sees the keys the previous ones added)."""
     import keras
 
     def inference_model() -> Any:
         return build_model(None, None, config.decoder_dropout, backbone=config.backbone,
-                           dropout_type=config.dropout_type)
+                           dropout_type=config.dropout_type, norm=config.norm)
 
+    mode = monitor_mode(monitor)
     callbacks: list[Any] = [
-        epoch_checkpoint_class()(out_dir, monitor, best, inference_factory=inference_model),
-        keras.callbacks.CSVLogger(str(out_dir / LOG_FILE), append=initial_epoch > 0),
         keras.callbacks.TensorBoard(log_dir=str(out_dir / "logs"), write_graph=False, profile_batch=0),
+        validation,
+        epoch_checkpoint_class()(out_dir, monitor, best, inference_factory=inference_model, mode=mode),
+        keras.callbacks.CSVLogger(str(out_dir / LOG_FILE), append=initial_epoch > 0),
         keras.callbacks.TerminateOnNaN(),
     ]
     if config.early_stopping_patience:
         callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=config.early_stopping_patience,
-                                                       restore_best_weights=False))
+                                                       mode=mode, restore_best_weights=False))
     callbacks.extend(extra_callbacks)
     return callbacks
 
 
 def _strategy(config: TrainConfig) -> tuple[Any, bool]:
-    """``(distribution strategy, use mixed precision)``: MirroredStrategy on > 1 GPU; mixed precision only on a GPU."""
+    """``(Distribution, use mixed precision)``: the strategy of ``config.strategy`` (see
+    :mod:`bmstudy.training.distribute`, which logs replicas and global batch); mixed precision only on a GPU."""
     import tensorflow as tf
 
+    from .distribute import distribution
+
+    dist = distribution(config)
     gpus = tf.config.list_physical_devices("GPU")
-    strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
     if config.mixed_precision and not gpus:
         log.warning("mixed_precision requested but no GPU is visible: training in float32")
-    return strategy, bool(config.mixed_precision and gpus)
+    return dist, bool(config.mixed_precision and gpus)
 
 
 def _fit(out_dir: Path, preprocessed_dir: Path, train_ids: list[str], val_ids: list[str], config: TrainConfig,
@@ -299,7 +341,7 @@ def _fit(out_dir: Path, preprocessed_dir: Path, train_ids: list[str], val_ids: l
     import keras
 
     old_policy = keras.mixed_precision.global_policy()
-    keras.utils.set_random_seed(config.seed)
+    _seed_everything(config)
     try:
         if use_mp:
             keras.mixed_precision.set_global_policy("mixed_float16")
@@ -308,7 +350,9 @@ def _fit(out_dir: Path, preprocessed_dir: Path, train_ids: list[str], val_ids: l
         iterations = int(model.optimizer.iterations.numpy()) if state is not None else 0
         train_ds, val_data = _datasets(preprocessed_dir, train_ids, val_ids, config, iterations)
         truncate_log(out_dir / LOG_FILE, initial_epoch)
-        callbacks = _callbacks(out_dir, config, monitor, best, initial_epoch, extra_callbacks)
+        truncate_log(out_dir / CASES_FILE, initial_epoch)
+        validation = make_validation_callback(out_dir, preprocessed_dir, train_ids, val_ids, config)
+        callbacks = _callbacks(out_dir, config, monitor, best, initial_epoch, extra_callbacks, validation)
         if initial_epoch >= config.epochs:
             log.info("checkpoint already has %d epoch(s) >= epochs=%d: nothing to train", initial_epoch, config.epochs)
             return None
@@ -317,6 +361,16 @@ def _fit(out_dir: Path, preprocessed_dir: Path, train_ids: list[str], val_ids: l
                          validation_batch_size=config.batch_size, callbacks=callbacks, verbose=2)
     finally:
         keras.mixed_precision.set_global_policy(old_policy)
+
+
+def _seed_everything(config: TrainConfig) -> None:
+    """Seed Python, numpy and TensorFlow; switch on op determinism when ``config.deterministic``."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
 
 
 # ----------------------------------------------------------------------------- train
@@ -367,18 +421,23 @@ def train(preprocessed_dir: PathLike, manifest_df: pd.DataFrame, out_dir: PathLi
     out_dir.mkdir(parents=True, exist_ok=True)
     ids = select_training_cases(preprocessed_dir, manifest_df)
     train_ids, val_ids = split_validation(ids, config.val_fraction, config.seed)
-    monitor = config.monitor if val_ids else config.monitor.removeprefix("val_")
+    monitor = select_monitor(config, val_ids)
     log.info("training on %d case(s), validating on %d; %d epochs x %d steps, batch %d, patch %s",
              len(train_ids), len(val_ids), config.epochs, config.steps_per_epoch, config.batch_size,
              config.patch_size)
     state = resume_state(out_dir, config) if resume else None
-    record = _start_record(config, preprocessed_dir, ids, train_ids, val_ids, monitor)
-    atomic_write_json(out_dir / CONFIG_FILE, record)
-    strategy, use_mp = _strategy(config)
-    t0 = time.perf_counter()
-    history = _fit(out_dir, preprocessed_dir, train_ids, val_ids, config, monitor, state, extra_callbacks,
-                   strategy, use_mp)
-    _finish_record(out_dir, record, config, monitor, history, t0)
+    from . import distribute  # strategy, global batch (= batch_size x replicas), chief-only writing
+
+    dist, use_mp = _strategy(config)
+    distribute.check_resume(out_dir, state, dist)
+    distribute.check_same_start(dist, int(state["epoch"]) if state else 0)
+    record = {**_start_record(config, preprocessed_dir, ids, train_ids, val_ids, monitor), **dist.record()}
+    with distribute.writable_dir(dist, out_dir) as work_dir:  # out_dir on the chief, a temp folder elsewhere
+        atomic_write_json(work_dir / CONFIG_FILE, record)
+        t0 = time.perf_counter()
+        history = _fit(work_dir, preprocessed_dir, train_ids, val_ids, distribute.global_config(config, dist),
+                       monitor, state, extra_callbacks, dist.strategy, use_mp)
+        _finish_record(work_dir, record, config, monitor, history, t0)
     return out_dir
 
 

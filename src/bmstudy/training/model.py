@@ -23,6 +23,14 @@ Loading (``load_trained``) reads a trained-model folder written by :func:`bmstud
 (``model_best.keras`` or ``checkpoint/last.keras``, and ``train_config.json``); the file names are the
 constants below, shared with the loop.
 
+Normalisation (``norm``): ``"batch"`` is sm's BatchNormalization everywhere (the paper). ``"group"``
+and ``"instance"`` replace EVERY BatchNormalization of the encoder (the sm backbone is cloned with a
+``clone_function``; weights of the other layers, and gamma/beta, are copied over) and of the decoder
+by :func:`norm_layer_class`'s per-sample GroupNormalization (``groups = gcd(channels, 16)`` or one
+group per channel), which has no running statistics and so behaves the same in training and
+inference mode. :func:`recalibrate_batchnorm` is "precise BN": BatchNorm running statistics
+re-estimated as the average batch statistics of representative patches.
+
 This module imports TensorFlow/Keras only inside functions.
 """
 from __future__ import annotations
@@ -33,10 +41,14 @@ from typing import Any, Sequence
 
 from ..plan import DIVISOR, check_patch_size
 from ..utils import PathLike
+from .norm import NORMS, groups_for, norm_layer_class, norm_layers, recalibrate_batchnorm, replace_batchnorm
 
 __all__ = ["DECODER_FILTERS", "DIVISOR", "ENCODER_NAME", "CHECKPOINT_DIR", "LAST_MODEL", "BEST_MODEL",
-           "CONFIG_FILE", "check_patch_size", "build_model", "decoder_dropout_layers", "make_loss", "dice_score", "custom_objects",
-           "dice_bce_numpy", "load_trained"]
+           "CONFIG_FILE", "NORMS", "check_patch_size", "build_model", "decoder_dropout_layers", "make_loss",
+           "dice_score", "custom_objects", "dice_bce_numpy", "load_trained", "norm_layer_class",
+           "norm_layers", "recalibrate_batchnorm"]
+
+
 
 #: Filters of the 5 decoder blocks (those of ``segmentation_models_3D.Unet``).
 DECODER_FILTERS: tuple[int, ...] = (256, 128, 64, 32, 16)
@@ -65,6 +77,7 @@ def build_model(
     dropout_type: str = "spatial",
     decoder_use_batchnorm: bool = True,
     name: str = "unet3d_resnet34",
+    norm: str = "batch",
 ) -> Any:
     """Build the 3D U-Net (sm ResNet encoder, custom decoder with dropout in every block).
 
@@ -88,6 +101,9 @@ def build_model(
         Batch normalisation after each decoder convolution (convolutions then have no bias).
     name : str, default="unet3d_resnet34"
         The model's name.
+    norm : {"batch", "group", "instance"}, default="batch"
+        Normalisation layers of encoder and decoder (module docstring); ``decoder_use_batchnorm=False``
+        leaves the decoder without any.
 
     Returns
     -------
@@ -107,6 +123,8 @@ def build_model(
         raise ValueError(f"decoder_dropout must be in [0, 1); got {decoder_dropout!r}")
     if dropout_type not in ("spatial", "standard"):
         raise ValueError(f"dropout_type must be 'spatial' or 'standard'; got {dropout_type!r}")
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}; got {norm!r}")
     if len(decoder_filters) != 5:
         raise ValueError(f"decoder_filters needs 5 entries (one per decoder block); got {decoder_filters!r}")
     spatial = (None, None, None) if patch_size is None else check_patch_size(patch_size)
@@ -115,13 +133,13 @@ def build_model(
     import keras
     from keras import layers
 
-    feature_model = _feature_model(backbone, spatial, weights_path)
+    feature_model = _feature_model(backbone, spatial, weights_path, norm)
     inputs = keras.Input(shape=(*spatial, 1), name="image")
     x3 = layers.Concatenate(axis=-1, name="repeat_to_rgb")([inputs, inputs, inputs])
     x, *skips = feature_model(x3)
     for stage, filters in enumerate(decoder_filters):
         x = _decoder_block(x, skips[stage] if stage < len(skips) else None, stage, filters, decoder_dropout,
-                           dropout_type, decoder_use_batchnorm)
+                           dropout_type, decoder_use_batchnorm, norm)
     x = layers.Conv3D(1, 3, padding="same", kernel_initializer="glorot_uniform", name="final_conv")(x)
     outputs = layers.Activation("sigmoid", dtype="float32", name="sigmoid")(x)
     return keras.Model(inputs, outputs, name=name)
@@ -142,8 +160,12 @@ def _weights_file(encoder_weights: PathLike | None, backbone: str) -> Path | Non
     return weights_path
 
 
-def _feature_model(backbone: str, spatial: Sequence[int | None], weights_path: Path | None) -> Any:
-    """sm's 3-channel ``backbone`` as the ``encoder`` sub-model: outputs ``[bottleneck, *4 skips]``."""
+def _feature_model(backbone: str, spatial: Sequence[int | None], weights_path: Path | None,
+                   norm: str = "batch") -> Any:
+    """sm's 3-channel ``backbone`` as the ``encoder`` sub-model: outputs ``[bottleneck, *4 skips]``.
+
+    With ``norm != "batch"`` the backbone is cloned with every BatchNormalization replaced.
+    """
     import keras
     import segmentation_models_3D as sm
 
@@ -153,6 +175,8 @@ def _feature_model(backbone: str, spatial: Sequence[int | None], weights_path: P
             encoder.load_weights(str(weights_path))
         except Exception as exc:  # noqa: BLE001 - re-raised with the file name
             raise ValueError(f"cannot load encoder weights from {weights_path} into {backbone}: {exc}") from exc
+    if norm != "batch":
+        encoder = replace_batchnorm(encoder, norm)
     skip_names = sm.Backbones.get_feature_layers(backbone, n=4)
     return keras.Model(
         encoder.input,
@@ -162,7 +186,7 @@ def _feature_model(backbone: str, spatial: Sequence[int | None], weights_path: P
 
 
 def _decoder_block(x: Any, skip: Any, stage: int, filters: int, dropout: float, dropout_type: str,
-                   use_batchnorm: bool) -> Any:
+                   use_batchnorm: bool, norm: str = "batch") -> Any:
     """One decoder block (sm's ``DecoderUpsamplingX2Block`` layer names) closed by its dropout layer.
 
     UpSampling3D x2 -> concat ``skip`` (if any) -> 2 x [Conv3D 3^3 (+ BN) + ReLU] -> dropout (if > 0).
@@ -175,8 +199,10 @@ def _decoder_block(x: Any, skip: Any, stage: int, filters: int, dropout: float, 
     for suffix in ("a", "b"):
         x = layers.Conv3D(filters, 3, padding="same", use_bias=not use_batchnorm,
                           kernel_initializer="he_uniform", name=f"decoder_stage{stage}{suffix}_conv")(x)
-        if use_batchnorm:
+        if use_batchnorm and norm == "batch":
             x = layers.BatchNormalization(axis=-1, name=f"decoder_stage{stage}{suffix}_bn")(x)
+        elif use_batchnorm:
+            x = norm_layer_class()(groups=groups_for(filters, norm), axis=-1, name=f"decoder_stage{stage}{suffix}_bn")(x)
         x = layers.Activation("relu", name=f"decoder_stage{stage}{suffix}_relu")(x)
     if dropout > 0:
         drop = layers.SpatialDropout3D if dropout_type == "spatial" else layers.Dropout
@@ -300,7 +326,9 @@ def custom_objects() -> dict[str, Any]:
         and :func:`dice_score`.
     """
     cls = _get_loss_class()
-    return {"DiceBCELoss": cls, "bmstudy>DiceBCELoss": cls, "dice_score": dice_score}
+    norm = norm_layer_class()
+    return {"DiceBCELoss": cls, "bmstudy>DiceBCELoss": cls, "dice_score": dice_score, "GroupNorm": norm,
+            "bmstudy>GroupNorm": norm}
 
 
 def dice_bce_numpy(y_true: Any, y_pred: Any, dice_weight: float = 0.5, bce_weight: float = 0.5,

@@ -1,9 +1,16 @@
-"""Training data: preprocessed cases, patch sampling (lesion-centred or uniform) and the ``tf.data`` stream.
+"""Training data: preprocessed cases, patch sampling (lesion-centred, uniform in the head or volume) and ``tf.data``.
 
 This module owns reading the training cases written by :mod:`bmstudy.preprocessing`
 (``<dir>/<patient_id>/image.npy, mask.npy, brain.npy, meta.json``; memory-mapped), choosing and
 cropping patches, :class:`PatchSampler` (patches + :func:`~bmstudy.training.augmentation.augment`)
 and :func:`make_dataset` (the infinite batched ``tf.data.Dataset`` that ``train`` fits on).
+
+Sampling follows nnU-Net: a share ``lesion_fraction`` of patches is centred on a lesion (foreground
+oversampling, 1/3 in nnU-Net and the ``cpu`` profile); the rest are centred on a voxel drawn
+uniformly inside the head (``background="head"``: ``brain.npy``, else the nonzero image), so they
+overhang the volume border wherever the head reaches it and are zero-padded like the sliding window
+pads at inference. ``background="volume"`` keeps the older draw (uniform origin over the volume,
+widened by ``border_overhang``) that the ``paper`` profile uses.
 
 Determinism: sample ``i`` of a :class:`PatchSampler` depends only on ``(seed, i)`` (its own
 ``numpy.random.Generator``), never on thread scheduling or on how many samples were drawn before, so a
@@ -26,7 +33,10 @@ from ..utils import PathLike
 from .augmentation import augment
 
 __all__ = ["load_preprocessed_case", "lesion_components", "Case", "load_cases", "extract_patch",
-           "sample_patch_start", "PatchSampler", "make_dataset"]
+           "sample_patch_start", "sample_head_start", "head_box", "PatchSampler", "make_dataset"]
+
+#: Draws tried inside a case's head bounding box before falling back to the box centre.
+_HEAD_TRIES = 64
 
 # ----------------------------------------------------------------------------- case loading
 
@@ -117,12 +127,44 @@ class Case:
     mask : ndarray of shape (D, H, W)
     lesions : list of ndarray
         :func:`lesion_components` of ``mask``.
+    head : ndarray of shape (D, H, W) or None
+        The head region for background patches (``brain.npy``; ``None``: the nonzero image).
+    box : tuple of 2 tuples of 3 int or None
+        ``(lo, hi)`` bounding box (``hi`` exclusive) of the head (:func:`head_box`).
     """
 
     patient_id: str
     image: np.ndarray
     mask: np.ndarray
     lesions: list[np.ndarray]
+    head: np.ndarray | None = None
+    box: tuple[tuple[int, ...], tuple[int, ...]] | None = None
+
+    def in_head(self, voxel: Sequence[int]) -> bool:
+        """Whether ``voxel`` lies in the head (brain mask, else a nonzero image voxel)."""
+        ref = self.head if self.head is not None else self.image
+        return bool(ref[tuple(int(v) for v in voxel)] != 0)
+
+
+def head_box(region: np.ndarray) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Bounding box ``(lo, hi)`` (``hi`` exclusive) of the nonzero voxels; the whole volume if none.
+
+    Parameters
+    ----------
+    region : ndarray of shape (D, H, W)
+
+    Returns
+    -------
+    tuple of 2 tuples of 3 int
+    """
+    nz = np.asarray(region) != 0
+    lo, hi = [], []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        idx = np.flatnonzero(nz.any(axis=other))
+        lo.append(int(idx[0]) if idx.size else 0)
+        hi.append(int(idx[-1]) + 1 if idx.size else int(nz.shape[axis]))
+    return tuple(lo), tuple(hi)
 
 
 def load_cases(preprocessed_dir: PathLike, patient_ids: Sequence[str]) -> list[Case]:
@@ -147,7 +189,9 @@ def load_cases(preprocessed_dir: PathLike, patient_ids: Sequence[str]) -> list[C
     cases = []
     for pid in patient_ids:
         c = load_preprocessed_case(preprocessed_dir, pid)
-        cases.append(Case(str(pid), c["image"], c["mask"], lesion_components(c["mask"])))
+        head = c.get("brain")
+        box = head_box(head if head is not None else c["image"])
+        cases.append(Case(str(pid), c["image"], c["mask"], lesion_components(c["mask"]), head, box))
     return cases
 
 
@@ -241,6 +285,37 @@ def sample_patch_start(
     return tuple(start), False  # type: ignore[return-value]
 
 
+def sample_head_start(case: Case, patch_size: Sequence[int], rng: np.random.Generator) -> tuple[int, int, int]:
+    """Origin of a patch centred on a voxel drawn uniformly inside the case's head.
+
+    Rejection sampling inside the head's bounding box (:attr:`Case.box`; uniform over the head's
+    voxels); after :data:`_HEAD_TRIES` misses the box centre is used. The window may leave the volume
+    (callers zero-pad with :func:`extract_patch`).
+
+    Parameters
+    ----------
+    case : Case
+        The case (``box`` computed by :func:`load_cases`, else the whole volume).
+    patch_size : sequence of 3 int
+        Patch shape.
+    rng : numpy.random.Generator
+        Source of every draw.
+
+    Returns
+    -------
+    tuple of 3 int
+        The patch origin (centre voxel minus half the patch).
+    """
+    lo, hi = case.box if case.box is not None else ((0, 0, 0), tuple(case.image.shape))
+    centre = tuple((a + b) // 2 for a, b in zip(lo, hi))
+    for _ in range(_HEAD_TRIES):
+        voxel = tuple(int(rng.integers(a, b)) for a, b in zip(lo, hi))
+        if case.in_head(voxel):
+            centre = voxel
+            break
+    return tuple(int(c) - int(p) // 2 for c, p in zip(centre, patch_size))  # type: ignore[return-value]
+
+
 # ----------------------------------------------------------------------------- sampler + tf.data
 
 
@@ -265,21 +340,27 @@ class PatchSampler:
     center_jitter : float, default=0.25
         See :func:`sample_patch_start`.
     border_overhang : float, default=0.0
-        See :func:`sample_patch_start`.
+        See :func:`sample_patch_start` (``background="volume"`` only).
+    background : {"volume", "head"}, default="volume"
+        Where non-lesion patches come from: uniform over the volume (:func:`sample_patch_start`) or
+        centred on a uniform head voxel (:func:`sample_head_start`, nnU-Net style).
 
     Raises
     ------
     ValueError
-        If ``cases`` is empty or ``lesion_fraction`` is outside [0, 1].
+        If ``cases`` is empty, ``lesion_fraction`` is outside [0, 1] or ``background`` is unknown.
     """
 
     def __init__(self, cases: Sequence[Case], patch_size: Sequence[int], lesion_fraction: float = 0.5,
                  augment_params: AugmentParams | None = AugmentParams(), seed: int = 0,
-                 center_jitter: float = 0.25, border_overhang: float = 0.0) -> None:
+                 center_jitter: float = 0.25, border_overhang: float = 0.0, background: str = "volume") -> None:
         if not cases:
             raise ValueError("PatchSampler needs at least one case")
         if not 0.0 <= lesion_fraction <= 1.0:
             raise ValueError(f"lesion_fraction must be in [0, 1]; got {lesion_fraction}")
+        if background not in ("volume", "head"):
+            raise ValueError(f"background must be 'volume' or 'head'; got {background!r}")
+        self.background = background
         self.cases = list(cases)
         self.patch_size = tuple(int(p) for p in patch_size)
         self.lesion_fraction = float(lesion_fraction)
@@ -303,13 +384,24 @@ class PatchSampler:
         """
         rng = np.random.default_rng([self.seed, int(index)])
         case = self.cases[int(rng.integers(len(self.cases)))]
-        start, _ = sample_patch_start(case.image.shape, self.patch_size, rng, case.lesions,
-                                      self.lesion_fraction, self.center_jitter, self.border_overhang)
+        start, _ = self.patch_start(case, rng)
         img = extract_patch(case.image, start, self.patch_size).astype(np.float32)
         msk = (extract_patch(case.mask, start, self.patch_size) > 0).astype(np.uint8)
         if self.augment_params is not None:
             img, msk = augment(img, msk, rng, self.augment_params)
         return img[..., None], msk[..., None].astype(np.float32)
+
+    def patch_start(self, case: Case, rng: np.random.Generator) -> tuple[tuple[int, int, int], bool]:
+        """``(origin, lesion_centred)`` of the next patch of ``case`` (draws from ``rng``)."""
+        if self.background == "volume":
+            return sample_patch_start(case.image.shape, self.patch_size, rng, case.lesions,
+                                      self.lesion_fraction, self.center_jitter, self.border_overhang)
+        # one draw decides lesion vs background (as sample_patch_start does); a case without lesions
+        # always gives a background patch
+        if rng.random() < self.lesion_fraction and case.lesions:
+            return sample_patch_start(case.image.shape, self.patch_size, rng, case.lesions, 1.0,
+                                      self.center_jitter)
+        return sample_head_start(case, self.patch_size, rng), False
 
     def arrays(self, n: int, start_index: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """``n`` consecutive samples stacked (validation sets, tests).
