@@ -90,19 +90,32 @@ def pipeline(shape, patch, stride, batch_size):
     return row
 
 
-def network(patch, batch_size, n_windows_measure, full_shape=None, stride=None):
+#: Network call variants (``--variants``): the wrapper before issue 13 and the tf.function options.
+VARIANTS = {
+    "predict_on_batch": dict(compiled=False),  # before issue 13: keras predict_on_batch per call
+    "tf.function": dict(),  # the default now: one tf.function with a fixed input signature
+    "xla": dict(jit_compile=True),
+    "mixed_bfloat16": dict(precision="mixed_bfloat16"),
+    "mixed_float16": dict(precision="mixed_float16"),  # GPU only (no CPU half MaxPool3D kernel)
+}
+_MODEL = {}
+
+
+def network(patch, batch_size, n_windows_measure, full_shape=None, stride=None, variant="tf.function"):
     from bmstudy.inference import make_predict_fn
     from bmstudy.training.model import build_model
 
     t0 = time.perf_counter()
-    model = build_model(None, decoder_dropout=0.5)
+    if "model" not in _MODEL:
+        _MODEL["model"] = build_model(None, decoder_dropout=0.5)
+    model = _MODEL["model"]
     build_s = time.perf_counter() - t0
-    fn = make_predict_fn(model)
+    fn = make_predict_fn(model, batch_size=batch_size, **VARIANTS[variant])
     x = np.random.default_rng(1).normal(size=(batch_size, patch, patch, patch, 1)).astype(np.float32)
     t0 = time.perf_counter()
     fn(x)
     warm_s = time.perf_counter() - t0
-    res = {"build_s": build_s, "warmup_s": warm_s}
+    res = {"variant": variant, "build_s": build_s, "warmup_s": warm_s}
     if full_shape is not None:
         vol = np.random.default_rng(2).normal(size=full_shape).astype(np.float32)
         calls = {"s": 0.0}
@@ -129,6 +142,39 @@ def network(patch, batch_size, n_windows_measure, full_shape=None, stride=None):
     return res
 
 
+def compare_variants(patch, batch_size, n_rounds, variants):
+    """Interleaved timing of network call variants: each warmed up, then ``n_rounds`` round-robin calls.
+
+    Interleaving keeps a shared, loaded machine's drift out of the comparison; s/window is the median.
+    """
+    from bmstudy.inference import make_predict_fn
+    from bmstudy.training.model import build_model
+
+    t0 = time.perf_counter()
+    model = _MODEL.setdefault("model", build_model(None, decoder_dropout=0.5))
+    build_s = time.perf_counter() - t0
+    x = np.random.default_rng(1).normal(size=(batch_size, patch, patch, patch, 1)).astype(np.float32)
+    fns, res = {}, {}
+    for v in variants:
+        try:
+            fn = make_predict_fn(model, batch_size=batch_size, **VARIANTS[v])
+            t0 = time.perf_counter()
+            fn(x)
+            res[v] = {"variant": v, "build_s": build_s, "warmup_s": time.perf_counter() - t0, "times": []}
+            fns[v] = fn
+        except Exception as exc:  # e.g. mixed_float16 on CPU: no half-precision kernels
+            print(f"network [{v}]: not run: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}")
+    for _ in range(max(1, n_rounds)):
+        for v, fn in fns.items():
+            t0 = time.perf_counter()
+            fn(x)
+            res[v]["times"].append((time.perf_counter() - t0) / batch_size)
+    for r in res.values():
+        r["s_per_window"] = float(np.median(r["times"]))
+        r["peak_rss_gib"] = _rss_gib()
+    return res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shape", type=int, nargs=3, default=[200, 240, 200],
@@ -137,9 +183,12 @@ def main() -> None:
     ap.add_argument("--stride", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--model-windows", type=int, default=2, help="windows through the network (0: skip TF)")
+    ap.add_argument("--model-windows", type=int, default=2,
+                    help="round-robin rounds of one batch per variant through the network (0: skip TF)")
     ap.add_argument("--full", action="store_true", help="predict the whole volume with the network")
     ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    ap.add_argument("--variants", nargs="+", default=["predict_on_batch", "tf.function"], choices=list(VARIANTS),
+                    help="network call variants timed side by side (default: before/after issue 13)")
     args = ap.parse_args()
     shape = tuple(args.shape)
     n_windows = math.prod(len(window_starts(max(s, args.patch), args.patch, args.stride)) for s in shape)
@@ -161,8 +210,17 @@ def main() -> None:
           f"preprocess {row['preprocess_s']:.2f} s, sliding window {row['model_s']:.2f} s, "
           f"postprocess (resample back + 2 NIfTI writes) {row['postprocess_s']:.2f} s, total {row['total_s']:.2f} s")
     if args.model_windows > 0 or args.full:
-        net = network(args.patch, args.batch_size, args.model_windows,
-                      shape if args.full else None, args.stride)
+        if args.full:
+            figures["variants"] = {v: network(args.patch, args.batch_size, 0, shape, args.stride, v) for v in args.variants}
+        else:
+            figures["variants"] = compare_variants(args.patch, args.batch_size, args.model_windows, args.variants)
+        for variant, net in figures["variants"].items():
+            print(f"network [{variant}]: warm-up {net['warmup_s']:.1f} s, {net['s_per_window']:.2f} s/window "
+                  f"(median of {len(net.get('times', [])) or 'whole volume'}), per case ({n_windows} windows) "
+                  f"{net['s_per_window'] * n_windows:.1f} s")
+        if not figures["variants"]:
+            return
+        net = figures["variants"][args.variants[-1] if args.variants[-1] in figures["variants"] else next(iter(figures["variants"]))]
         figures["network"] = net
         model_case = net["s_per_window"] * n_windows
         stitch = figures["stitching"]["blend=mean"]["seconds"]

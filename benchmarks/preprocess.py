@@ -11,6 +11,15 @@ imports, so the figures are per case, not per cohort.
 
 Configurations: ``resample+zscore`` (provided brain mask), ``crop+resample+zscore`` (crop_to_brain),
 ``bspline`` (cubic B-spline image interpolation), and ``deepbet`` (offline stripper) when installed.
+
+Then (``--peers``, on by default) the in-memory core, 256^3 at 1 mm -> 0.833 mm + brain z-score, side by
+side with the peers, each in a fresh subprocess: ours (bmstudy's resample_to_shape/resample_mask/zscore),
+ours with ``BMSTUDY_RESAMPLE=scipy`` (the scipy path used before issue 13), SimpleITK's
+ResampleImageFilter on the very same output grid (+ numpy z-score), and MONAI Spacingd +
+NormalizeIntensityd (its own output grid: no voxel-wise difference is reported). Max |difference| of the
+z-scored image against ours is printed for the same-grid peers.
+
+    python benchmarks/preprocess.py --configs resample+zscore --peers-json peers.json
 """
 from __future__ import annotations
 
@@ -91,6 +100,95 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+PEERS = ("bmstudy", "bmstudy-scipy", "simpleitk", "monai")
+TARGET_MM = 0.833
+
+
+def _peer_bmstudy(img: np.ndarray, brain: np.ndarray) -> np.ndarray:
+    from bmstudy.preprocessing.normalization import zscore
+    from bmstudy.preprocessing.resampling import resample_mask, resample_to_shape, resampled_shape
+
+    shape = resampled_shape(img.shape, (1.0, 1.0, 1.0), (TARGET_MM,) * 3)
+    return zscore(resample_to_shape(img, shape, 1), resample_mask(brain, shape, "linear"))[0]
+
+
+def _peer_simpleitk(img: np.ndarray, brain: np.ndarray) -> np.ndarray:
+    import SimpleITK as sitk
+
+    from bmstudy.preprocessing.resampling import resampled_shape
+
+    shape = resampled_shape(img.shape, (1.0, 1.0, 1.0), (TARGET_MM,) * 3)
+    f = [n / m for n, m in zip(img.shape, shape)][::-1]
+
+    def resample(a: np.ndarray) -> np.ndarray:
+        im = sitk.GetImageFromArray(a)
+        return sitk.GetArrayFromImage(sitk.Resample(im, [int(n) for n in shape[::-1]], sitk.Transform(), sitk.sitkLinear,
+                                                    [0.5 * x - 0.5 for x in f], f, im.GetDirection(), 0.0, im.GetPixelID()))
+
+    out, br = resample(img), resample(brain.astype(np.float32)) > 0.5
+    sel = out[br].astype(np.float64)
+    return np.where(br, (out - sel.mean()) / sel.std(), 0.0).astype(np.float32)
+
+
+def _peer_monai(img: np.ndarray, brain: np.ndarray) -> np.ndarray:
+    import torch
+    from monai.data import MetaTensor
+    from monai.transforms import Compose, NormalizeIntensityd, Spacingd
+
+    eye = torch.eye(4, dtype=torch.float64)
+    data = {"image": MetaTensor(torch.from_numpy(img * brain)[None], affine=eye),
+            "brain": MetaTensor(torch.from_numpy(brain.astype(np.float32))[None], affine=eye)}
+    tf = Compose([Spacingd(keys=["image", "brain"], pixdim=(TARGET_MM,) * 3, mode=("bilinear", "nearest")),
+                  NormalizeIntensityd(keys="image", nonzero=True)])
+    return np.asarray(tf(data)["image"][0])
+
+
+def peer_worker(peer: str, inputs_json: str, out_npy: str) -> None:
+    """Time one peer on the 256^3 input (reading excluded) and save its z-scored image for the comparison."""
+    if peer == "bmstudy-scipy":
+        os.environ["BMSTUDY_RESAMPLE"] = "scipy"
+    if peer == "monai":
+        import monai  # noqa: F401  (library import not charged to the case)
+    inputs = json.loads(inputs_json)
+    img = np.asarray(nib.load(inputs["image"]).dataobj, dtype=np.float32)
+    brain = np.asarray(nib.load(inputs["brain_mask"]).dataobj) > 0
+    fn = {"bmstudy": _peer_bmstudy, "bmstudy-scipy": _peer_bmstudy, "simpleitk": _peer_simpleitk, "monai": _peer_monai}[peer]
+    t0 = time.perf_counter()
+    out = fn(img, brain)
+    secs = time.perf_counter() - t0
+    np.save(out_npy, out)
+    print(json.dumps({"peer": peer, "seconds": secs, "shape": list(out.shape), "peak_rss_mb": peak_rss_mb()}))
+
+
+def run_peers(inputs: dict[str, str], tmp: Path) -> list[dict]:
+    """Run every peer in a subprocess; rows with seconds, output shape and max |diff| against ours."""
+    import importlib.util
+
+    rows, ours = [], None
+    print(f"\npeers: 256^3 1 mm -> {TARGET_MM} mm + brain z-score, in memory (reading excluded)")
+    print(f"{'peer':16s} {'seconds':>8s} {'peak_MB':>8s} {'max|diff| vs ours':>18s}  output")
+    for peer in PEERS:
+        if peer == "monai" and importlib.util.find_spec("monai") is None:
+            print(f"{peer:16s} skipped: monai not installed (pip install monai==1.6.1)")
+            continue
+        out_npy = tmp / f"peer_{peer}.npy"
+        proc = subprocess.run([sys.executable, __file__, "--peer-worker", peer, json.dumps(inputs), str(out_npy)],
+                              capture_output=True, text=True, encoding="utf-8")
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+        if proc.returncode or not lines:
+            print(f"{peer:16s} ERROR rc={proc.returncode}: {proc.stderr[-500:]}")
+            continue
+        r = json.loads(lines[-1])
+        arr = np.load(out_npy)
+        ours = arr if peer == "bmstudy" else ours
+        same_grid = ours is not None and arr.shape == ours.shape and peer != "monai"
+        r["max_abs_diff"] = float(np.abs(arr - ours).max()) if same_grid else None
+        diff = f"{r['max_abs_diff']:.3g}" if same_grid else "n/a (other grid)"
+        print(f"{peer:16s} {r['seconds']:8.2f} {r['peak_rss_mb']:8.0f} {diff:>18s}  {tuple(r['shape'])}")
+        rows.append(r)
+    return rows
+
+
 def worker(config: str, inputs_json: str, out_dir: str) -> None:
     from bmstudy.preprocessing import PreprocessParams, preprocess_case
 
@@ -115,10 +213,16 @@ def main() -> int:
     ap.add_argument("--image", help="optional real scan to pad/crop to 256^3")
     ap.add_argument("--brain", help="its brain mask (optional)")
     ap.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    ap.add_argument("--no-peers", action="store_true", help="skip the SimpleITK / MONAI side-by-side")
+    ap.add_argument("--peers-json", help="also write the peers' figures to this JSON file")
     ap.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
+    ap.add_argument("--peer-worker", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         worker(*args.worker)
+        return 0
+    if args.peer_worker:
+        peer_worker(*args.peer_worker)
         return 0
     from bmstudy.preprocessing.skullstrip import deepbet_available
 
@@ -140,6 +244,10 @@ def main() -> int:
             r = json.loads(lines[-1])
             print(f"{config:26s} {r['status']:8s} {r['seconds']:8.1f} {r['strip_seconds']:8.1f} {r['peak_rss_mb']:8.0f} "
                   f"{r['rss_after_imports_mb']:8.0f}  {r['output_shape']} {r['reason'][:80]}")
+        if not args.no_peers:
+            rows = run_peers(inputs, Path(tmp))
+            if args.peers_json:
+                Path(args.peers_json).write_text(json.dumps(rows, indent=2), encoding="utf-8")
     return 0
 
 

@@ -20,14 +20,19 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import pandas as pd
 
-from .utils import PathLike, atomic_to_csv, get_logger
+from .executors import current_executor
+from .utils import PathLike, atomic_to_csv, duplicate_ids, get_logger
 
-__all__ = ["STATUSES", "CaseError", "CaseResult", "run_cases", "status_counts", "failure_row"]
+__all__ = ["STATUSES", "EXIT_OK", "EXIT_PARTIAL", "EXIT_FAILED", "CaseError", "CaseResult", "run_cases",
+           "status_counts", "failure_row", "exit_code"]
 
 log = get_logger("bmstudy.cases")
 
 #: Status values of a per-case row.
 STATUSES: tuple[str, ...] = ("ok", "excluded", "failed", "skipped")
+#: Exit codes of every ``bmstudy`` command: all cases ok (or nothing to do) / some cases excluded or
+#: failed while others completed / the command failed (no case completed, or an error before any case).
+EXIT_OK, EXIT_PARTIAL, EXIT_FAILED = 0, 3, 1
 
 
 class CaseError(RuntimeError):
@@ -105,6 +110,32 @@ def status_counts(rows: Iterable[Mapping[str, Any]]) -> dict[str, int]:
     return {k: counts[k] for k in [*STATUSES, *sorted(set(counts) - set(STATUSES))] if k in counts}
 
 
+def exit_code(rows: Iterable[Mapping[str, Any]]) -> int:
+    """The exit code of a per-case command from its status rows (one convention for every command).
+
+    Parameters
+    ----------
+    rows : iterable of mapping
+        Status rows (``status`` column; a row without one counts as ``failed``); a
+        :class:`pandas.DataFrame` is accepted too.
+
+    Returns
+    -------
+    int
+        :data:`EXIT_OK` (0) when every case is ``ok`` or ``skipped`` (also for no cases),
+        :data:`EXIT_PARTIAL` (3) when some are ``excluded`` / ``failed`` and at least one is ``ok``
+        or ``skipped``, :data:`EXIT_FAILED` (1) when none is.
+    """
+    if isinstance(rows, pd.DataFrame):
+        rows = rows.to_dict("records")
+    counts = status_counts(rows)
+    good = counts.get("ok", 0) + counts.get("skipped", 0)
+    bad = sum(counts.values()) - good
+    if not bad:
+        return EXIT_OK
+    return EXIT_PARTIAL if good else EXIT_FAILED
+
+
 def failure_row(case_id: str, exc: BaseException, status: str | None = None) -> dict[str, Any]:
     """The status row of a case whose function raised ``exc``.
 
@@ -164,6 +195,10 @@ def _case_ids(cases: Sequence[Any], case_id: Callable[[Any], str] | None) -> lis
     dup = sorted({i for i in ids if ids.count(i) > 1})
     if dup:
         raise ValueError(f"duplicate case ids: {dup[:10]}")
+    same = duplicate_ids(ids)
+    if same:
+        raise ValueError(f"case ids that differ only in letter case name the same files on some file systems: "
+                         f"{same[:10]}")
     return ids
 
 
@@ -282,6 +317,8 @@ def run_cases(
     ids = _case_ids(cases, case_id)
     kwargs = dict(kwargs or {})
     rows, todo = _finished_and_todo(ids, cases, is_finished)
+    if executor is None:  # a use_executor block / set_default_executor (--dask-scheduler), else local
+        executor = current_executor()
     bar = tqdm(total=len(cases), initial=len(cases) - len(todo), desc=desc, unit="case", disable=not progress)
     try:
         rows.update(_run_todo(fn, todo, kwargs, excluded, n_jobs, executor, bar))

@@ -10,7 +10,11 @@ atomically.
 Per cohort (:func:`predict_cohort`): the cases of a manifest, a folder of volumes or one image
 (:mod:`bmstudy.inference.inputs`) run through :func:`bmstudy.cases.run_cases`; ``timings.csv``
 (:data:`TIMING_COLUMNS` first) is rewritten after every case, a failing case is recorded and the
-others complete, finished cases are skipped on a re-run unless ``force=True``.
+others complete, finished cases are skipped on a re-run unless ``force=True``. A case is finished
+only when its row records the same model (``model_best.keras`` + ``train_config.json`` content),
+code (preprocessing and inference sources), settings and input content as this run
+(:data:`bmstudy.inference.outputs.RECORD_COLUMNS`): predicting with another model redoes every case.
+The output folder is locked for the run (:func:`bmstudy.io.folder_lock`).
 
 Reads ``<model_dir>/train_config.json`` (and the Keras model through
 :func:`bmstudy.training.load_trained`); writes ``<out_dir>/<pid>.nii.gz``, ``<pid>_prob.nii.gz`` and
@@ -29,12 +33,14 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ..cases import run_cases
+from ..cases import exit_code, run_cases
+from ..io.hashing import HashCache
+from ..io.locks import folder_lock
 from ..plan import BLENDS, SKULL_STRIP_BACKENDS, InferenceParams, PreprocessParams
-from ..utils import PathLike, atomic_path, get_logger
+from ..utils import PathLike, atomic_path, clean_stale_temps, get_logger
 from .inputs import PredictionCase, cases_from_input
 from .network import TimedFn, as_predict_fn, resolve_model, warmup as warm_up
-from .outputs import TimingTable, failed_row, output_paths, timings_frame
+from .outputs import HASH_CACHE_NAME, TimingTable, case_records, failed_row, output_paths, timings_frame
 from .sliding_window import PredictFn, as_triple, count_windows, sliding_window_predict
 
 __all__ = ["predict_case", "predict_cohort", "add_cli_arguments", "cli_main"]
@@ -233,11 +239,12 @@ def _ok_row(pid: str, image_path: Path, times: tuple[float, ...], n_windows: int
 
 
 # --------------------------------------------------------------------------- cohort
-def _predict_one(case: PredictionCase, *, table: TimingTable, **settings: Any) -> dict[str, Any]:
+def _predict_one(case: PredictionCase, *, table: TimingTable, records: Mapping[str, dict[str, str]],
+                 **settings: Any) -> dict[str, Any]:
     """:func:`predict_case` for one case of a cohort; its timing row (``failed`` on error) is recorded."""
     pid, image, brain = case
     try:
-        row = predict_case(image, patient_id=pid, brain_mask_path=brain, **settings)
+        row = {**predict_case(image, patient_id=pid, brain_mask_path=brain, **settings), **records.get(pid, {})}
         log.info("case %s: ok, total %.1f s (preprocess %.1f, model %.1f, postprocess %.1f)", pid,
                  row["total_s"], row["preprocess_s"], row["model_s"], row["postprocess_s"])
     except Exception as exc:  # noqa: BLE001 - one bad case never stops the cohort
@@ -248,7 +255,8 @@ def _predict_one(case: PredictionCase, *, table: TimingTable, **settings: Any) -
 
 #: predict_cohort keywords that :class:`bmstudy.plan.InferenceParams` can supply instead (default values).
 _PARAM_KEYWORDS: dict[str, Any] = {"splits": ("test", "external"), "patch": None, "stride": None, "batch_size": 1,
-                                   "blend": "mean", "tta_flip": False, "threshold": 0.5, "restrict_to_brain": True}
+                                   "blend": "mean", "tta_flip": False, "threshold": 0.5, "restrict_to_brain": True,
+                                   "precision": "float32", "jit_compile": False}
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -271,7 +279,8 @@ def _settings(params: InferenceParams | None, given: dict[str, Any]) -> dict[str
         raise ValueError(f"pass the inference settings either as params or as keywords, not both: {both}")
     return {"splits": params.splits, "patch": params.patch, "stride": params.stride,
             "batch_size": params.batch_size, "blend": params.blend, "tta_flip": params.tta,
-            "threshold": params.threshold, "restrict_to_brain": params.restrict_to_brain}
+            "threshold": params.threshold, "restrict_to_brain": params.restrict_to_brain,
+            "precision": params.precision, "jit_compile": params.jit_compile}
 
 
 def predict_cohort(
@@ -295,6 +304,8 @@ def predict_cohort(
     params: InferenceParams | None = None,
     brain_mask: PathLike | None = None,
     skull_strip: str | None = None,
+    precision: str = "float32",
+    jit_compile: bool = False,
 ) -> pd.DataFrame:
     """Predict every case of a manifest (rows of ``splits``), a folder of volumes or one image.
 
@@ -342,16 +353,31 @@ def predict_cohort(
     """
     s = _settings(params, {"splits": splits, "patch": patch, "stride": stride, "batch_size": batch_size,
                            "blend": blend, "tta_flip": tta_flip, "threshold": threshold,
-                           "restrict_to_brain": restrict_to_brain})
+                           "restrict_to_brain": restrict_to_brain, "precision": precision,
+                           "jit_compile": jit_compile})
     cases = cases_from_input(manifest_df_or_folder, s["splits"], brain_mask=brain_mask)
     if not cases:
         log.warning("no cases to predict (splits=%s)", s["splits"])
+    with folder_lock(out_dir, "prediction output folder"):
+        clean_stale_temps(out_dir, recursive=False)
+        return _predict_cases(cases, s, model_dir, out_dir, force, predict_fn, config, warmup, progress, skull_strip)
+
+
+def _predict_cases(cases: Sequence[PredictionCase], s: Mapping[str, Any], model_dir: PathLike | None,
+                   out_dir: PathLike, force: bool, predict_fn: PredictFn | None, config: Mapping[str, Any] | None,
+                   warmup: bool, progress: bool, skull_strip: str | None) -> pd.DataFrame:
+    """The cases of :func:`predict_cohort` whose record differs from ``timings.csv``'s, through run_cases."""
+    hashes = HashCache(Path(out_dir) / HASH_CACHE_NAME)
+    records = case_records(cases, hashes, model_dir, predict_fn, config, s, skull_strip)
+    hashes.save()
     table = TimingTable(Path(out_dir) / "timings.csv")
-    finished = {} if force else {c.patient_id: r for c in cases if (r := table.finished(out_dir, c.patient_id))}
+    finished = {} if force else {c.patient_id: r for c in cases
+                                 if (r := table.finished(out_dir, c.patient_id, records[c.patient_id]))}
     n_todo = len(cases) - len(finished)
     log.info("%d case(s): %d to predict, %d already finished -> %s", len(cases), n_todo, len(finished), out_dir)
     kwargs = _cohort_kwargs(s, model_dir, predict_fn, config, warmup, n_todo, out_dir, skull_strip)
-    result = run_cases(_predict_one, cases, case_id=lambda c: c.patient_id, kwargs={"table": table, **kwargs},
+    result = run_cases(_predict_one, cases, case_id=lambda c: c.patient_id,
+                       kwargs={"table": table, "records": records, **kwargs},
                        is_finished=lambda c: _skip(finished, c.patient_id), desc="predict", progress=progress)
     return _cohort_table(cases, result.rows, table)
 
@@ -383,7 +409,9 @@ def _cohort_kwargs(s: Mapping[str, Any], model_dir: PathLike | None, predict_fn:
     _check_skull_strip(skull_strip)
     fn, patch3, stride3 = predict_fn, None, None
     if n_todo:
-        fn, config = resolve_model(model_dir, predict_fn, config)
+        options = {k: s[k] for k, default in (("precision", "float32"), ("jit_compile", False))
+                   if s.get(k, default) != default}  # batch_size: passed per call below
+        fn, config = resolve_model(model_dir, predict_fn, config, options)
         patch3, stride3 = _inference_settings(config, s["patch"], s["stride"])
         if warmup:
             warm_up(fn, s["batch_size"], patch3)
@@ -418,6 +446,9 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--patch", type=int, nargs="+", default=None, help="window size (1 or 3 ints; default: the model config's)")
     parser.add_argument("--stride", type=int, nargs="+", default=None, help="window step (1 or 3 ints; default: the model config's)")
     parser.add_argument("--batch-size", type=int, default=1, help="windows per network call (default 1)")
+    parser.add_argument("--precision", choices=("float32", "mixed_float16", "mixed_bfloat16"), default="float32",
+                        help="network precision (mixed_bfloat16 is ~2x faster on CPUs with AMX/AVX-512 BF16)")
+    parser.add_argument("--jit-compile", action="store_true", help="XLA-compile the network (GPU; slow on CPU)")
     parser.add_argument("--blend", choices=BLENDS, default="mean", help="overlap blending (default mean, as the paper)")
     parser.add_argument("--tta", action="store_true", help="left-right flip test-time augmentation")
     parser.add_argument("--threshold", type=float, default=0.5, help="probability threshold (default 0.5)")
@@ -445,14 +476,15 @@ def cli_main(args: argparse.Namespace) -> int:
     Returns
     -------
     int
-        0 when every case succeeded, 1 otherwise.
+        :func:`bmstudy.cases.exit_code`: 0 every case ok, 3 some failed (others ok), 1 none ok.
     """
     splits = None if args.splits in ([], ["all"]) else tuple(args.splits)
     df = predict_cohort(args.input, args.model, args.output, splits=splits, force=args.force,
                         patch=_cli_window(args.patch), stride=_cli_window(args.stride),
                         batch_size=args.batch_size, blend=args.blend, tta_flip=args.tta,
                         threshold=args.threshold, restrict_to_brain=not args.no_brain_restrict,
-                        brain_mask=getattr(args, "brain_mask", None), skull_strip=getattr(args, "skull_strip", None))
+                        brain_mask=getattr(args, "brain_mask", None), skull_strip=getattr(args, "skull_strip", None),
+                        precision=args.precision, jit_compile=args.jit_compile)
     n_failed = int((df["status"] == "failed").sum()) if len(df) else 0
     print(f"{len(df) - n_failed} case(s) ok, {n_failed} failed -> {Path(args.output) / 'timings.csv'}")
-    return 1 if n_failed else 0
+    return exit_code(df)

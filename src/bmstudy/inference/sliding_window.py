@@ -214,10 +214,12 @@ def _check_volume(volume: np.ndarray) -> np.ndarray:
     return vol.astype(np.float32, copy=False)
 
 
-def _check_settings(patch: int | Sequence[int], stride: int | Sequence[int], blend: str, batch_size: int,
+def _check_settings(patch: int | Sequence[int], stride: int | Sequence[int], blend: str, batch_size: int | None,
                     predict_fn: PredictFn) -> tuple[Triple, Triple, int]:
-    """Validated ``(patch3, stride3, batch_size)``."""
+    """Validated ``(patch3, stride3, batch_size)``; ``batch_size=None`` takes ``predict_fn.batch_size`` (else 1)."""
     patch3, stride3 = as_triple(patch, "patch"), as_triple(stride, "stride")
+    if batch_size is None:
+        batch_size = getattr(predict_fn, "batch_size", None) or 1
     for p, s in zip(patch3, stride3):
         if s > p:
             raise ValueError(f"stride {stride3} must not exceed the patch {patch3} (voxels would be skipped)")
@@ -293,7 +295,7 @@ def sliding_window_predict(
     predict_fn: PredictFn,
     patch: int | Sequence[int] = 128,
     stride: int | Sequence[int] = 64,
-    batch_size: int = 1,
+    batch_size: int | None = 1,
     blend: str = "mean",
     tta_flip: bool = False,
     pad_value: float = 0.0,
@@ -312,8 +314,10 @@ def sliding_window_predict(
     stride : int or sequence of 3 int, default=64
         Step between window starts, ``1 <= stride <= patch``; the last window of each axis is
         placed flush with the end so every voxel is covered.
-    batch_size : int, default=1
-        Windows per ``predict_fn`` call (memory: one batch of windows).
+    batch_size : int or None, default=1
+        Windows per ``predict_fn`` call (memory: one batch of windows); None takes the predict_fn's
+        ``batch_size`` attribute (:class:`bmstudy.inference.network.KerasPredictFn` chooses it from
+        free device memory on a GPU, 1 on CPU), else 1.
     blend : {'mean', 'gaussian'}, default='mean'
         ``'mean'``: overlaps averaged, as in the paper; ``'gaussian'``: nnU-Net's Gaussian
         importance weighting, sigma = patch/8.
