@@ -1,21 +1,29 @@
 """Synthetic brain-metastasis cohort: render planned cases, write a cohort folder and its manifest.
 
-No real BM cohort can be downloaded here, so the study's default data are generated. Each case is a
-procedural head (:mod:`~bmstudy.synthetic.anatomy`) rendered in physical millimetres on the site's voxel
-grid, with
+No real BM cohort can be downloaded here, so the study's default data are generated. Each case is the
+real MNI152 2009 brain (nilearn's template, :mod:`~bmstudy.synthetic.template`) deformed per patient
+inside a procedural skull and scalp (:mod:`~bmstudy.synthetic.anatomy`), at real adult scale, rendered
+in physical millimetres on the site's voxel grid, with
 
-* 1..``max_lesions`` metastases of 2..``max_diameter_mm`` mm, mostly at the grey-white junction, in the
-  paper's three enhancement patterns, each with peritumoral oedema (:mod:`~bmstudy.synthetic.lesions`);
-* bright tubular vessel mimics that are *not* in the mask (:mod:`~bmstudy.synthetic.vessels`);
-* partial-volume blur, a smooth multiplicative bias field, Rician noise and the site's contrast and
-  intensity scale (:mod:`~bmstudy.synthetic.acquisition`).
+* 1..``max_lesions`` metastases of clinical size (2..``max_diameter_mm`` mm), mostly at the grey-white
+  junction, in the paper's three enhancement patterns plus cystic/haemorrhagic variants, some touching
+  each other, each with peritumoral oedema (:mod:`~bmstudy.synthetic.lesions`);
+* enhancing mimics that are *not* in the mask: dural sinuses, falx/tentorium, pituitary, cavernous
+  sinuses (from the template), cortical veins (some along lesions) and choroid plexus
+  (:mod:`~bmstudy.synthetic.vessels`);
+* per-case tissue contrast, partial-volume and slice-thickness blur, a bias field, optional motion
+  ghosting, Rician noise and the site's intensity scale (:mod:`~bmstudy.synthetic.acquisition`).
 
+The true brain mask of every case is written (``brain/``, manifest column ``brain_truth``); the
+manifest's ``brain_mask`` names it only for the internal site (and the external one when
+``external_brain_masks``), so the study strips the external cases as real data.
 Two sites: ``internal`` (1 mm isotropic) and ``external`` (anisotropic, e.g. 0.9x0.9x1.5 mm, covering the
 same physical field of view, with different contrast, enhancement, bias, noise and intensity scale).
 Demographics, lesion plans and manual annotation times come from :mod:`~bmstudy.synthetic.plans`; all
 parameters from :class:`bmstudy.plan.SynthParams` (presets :data:`bmstudy.plan.SYNTH_PRESETS`).
 
-Everything is deterministic per ``seed`` and independent of process order. The case *plan* is cheap
+Everything is deterministic per ``seed`` and independent of process order. A re-run skips a case whose
+files exist with the same hash of its plan, the parameters and the generator's source code. The case *plan* is cheap
 and computed by :func:`cohort_table` without rendering; :func:`generate_cohort` renders exactly those
 plans (one :func:`bmstudy.cases.run_cases` loop), so the manifest cannot diverge.
 
@@ -31,7 +39,7 @@ import dataclasses
 import json
 import os
 import time
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -41,18 +49,18 @@ import pandas as pd
 from ..cases import run_cases
 from ..io.manifest import write_manifest
 from ..io.split import systematic_split
-from ..plan import GENERATOR_VERSION, SYNTH_PRESETS, SynthParams, synth_params
+from ..plan import SYNTH_PRESETS, SynthParams, synth_params
 from ..utils import PathLike, atomic_path, atomic_to_csv, atomic_write_json, get_logger, params_hash
 from .acquisition import acquire, tissue_image
 from .anatomy import head_anatomy
 from .fields import voxel_affine
-from .lesions import render_lesions
+from .lesions import annotator_mask, render_lesions
 from .plans import CasePlan, plan_cohort
 from .preview import write_preview
 from .vessels import render_vessels
 
 __all__ = [
-    "STATUS_COLUMNS", "case_files", "cohort_table", "reference_manifest", "render_case", "generate_cohort",
+    "STATUS_COLUMNS", "case_files", "cohort_table", "generator_source_hash", "reference_manifest", "render_case", "generate_cohort",
     "add_cli_arguments", "cli_main",
 ]
 
@@ -88,7 +96,8 @@ def _manifest_row(plan: CasePlan, prof: SynthParams, path_prefix: str) -> dict[s
         "split": "external" if plan.site == "external" else "",
         "age": plan.age, "sex": plan.sex, "cancer_type": plan.cancer_type,
         "image": files["image"], "mask": files["mask"], "manual_seconds": plan.manual_seconds,
-        "brain_mask": files["brain_mask"], "scanner": prof.sites[plan.site].scanner,
+        "brain_mask": files["brain_mask"] if plan.site == "internal" or prof.external_brain_masks else "",
+        "brain_truth": files["brain_mask"], "scanner": prof.sites[plan.site].scanner,
         "voxel_size": "x".join(f"{s:g}" for s in sp), "n_lesions": plan.n_lesions,
         "max_lesion_diameter_mm": float(d.max()),
         "nominal_lesion_volume_mm3": round(float(np.sum(np.pi / 6 * d ** 3)), 1),
@@ -162,10 +171,12 @@ def render_case(plan: CasePlan, profile: str | SynthParams = "default", **overri
     Returns
     -------
     dict
-        ``image`` (int16), ``mask`` (uint8 {0,1}: whole metastases incl. necrotic core, not oedema),
-        ``brain`` (uint8), ``labels`` (tissue labels, uint8), ``affine`` (RAS, mm), ``spacing``,
-        ``lesions`` (list of dicts: centre, diameter, pattern, voxels), ``n_vessels`` and ``vessels``
-        (bool map of the vessel mimics' cores).
+        ``image`` (int16), ``mask`` (uint8 {0,1}: the "manual" mask, whole metastases incl. necrotic
+        core, not oedema; boundary-jittered when ``annotator_jitter_mm`` > 0), ``true_mask`` (the
+        rendered lesions), ``lesion_labels`` (uint8, lesion k+1), ``brain`` (uint8 true brain mask),
+        ``labels`` (tissue labels, uint8), ``affine`` (RAS, mm), ``spacing``, ``lesions`` (list of dicts),
+        ``n_vessels``, ``vessels`` (bool map of all mimics' cores), ``vessel_touched`` (lesion labels a
+        vein touches) and ``meta`` (drawn anatomy/contrast/acquisition parameters).
 
     Raises
     ------
@@ -178,14 +189,17 @@ def render_case(plan: CasePlan, profile: str | SynthParams = "default", **overri
     spacing = np.asarray(site.spacing, dtype=np.float64)
     rng = plan.render_rng()
     anat = head_anatomy(rng, prof, shape, spacing)
-    img = tissue_image(rng, anat["lab"], site, spacing)
-    mask, lesions = render_lesions(rng, plan, anat, img, site, spacing)
-    n_vessels, vessels = render_vessels(rng, anat, img, mask, site, spacing, prof.head_scale)
-    image = acquire(rng, img, site, spacing, prof.head_scale)
+    img, intens = tissue_image(rng, anat, site, spacing)
+    mask, lesions, lesion_labels = render_lesions(rng, plan, anat, img, site, spacing)
+    n_vessels, vessels, touched = render_vessels(rng, anat, img, lesion_labels, site, spacing, prof.head_scale,
+                                                 prof.vessel_touch_rate)
+    image, acq = acquire(rng, img, site, spacing, prof.head_scale)
+    manual = annotator_mask(rng, mask, anat["brain"], spacing, prof.annotator_jitter_mm)
     brain = anat["brain"].astype(np.uint8)
-    return dict(image=image, mask=mask, brain=brain, labels=anat["lab"], affine=voxel_affine(shape, spacing),
-                spacing=tuple(float(v) for v in spacing), lesions=lesions, n_vessels=n_vessels,
-                vessels=vessels)
+    meta = {"deform": anat["deform"], "thickness_mm": anat["thickness"], "intensities": intens, "acquisition": acq}
+    return dict(image=image, mask=manual, true_mask=mask, lesion_labels=lesion_labels, brain=brain,
+                labels=anat["lab"], affine=voxel_affine(shape, spacing), spacing=tuple(float(v) for v in spacing),
+                lesions=lesions, n_vessels=n_vessels, vessels=vessels, vessel_touched=touched, meta=meta)
 
 
 # ----------------------------------------------------------------------------- write a cohort
@@ -200,8 +214,32 @@ def _save_nifti(arr: np.ndarray, affine: np.ndarray, path: Path) -> None:
         nib.save(img, tmp)
 
 
+@lru_cache(maxsize=1)
+def generator_source_hash() -> str:
+    """Hash of the generator's source code (the modules of :mod:`bmstudy.synthetic` except the preview).
+
+    A change to the rendering code changes the hash, so a re-run re-renders the cases (a version
+    string would have to be bumped by hand). Parameter values enter the case hash separately
+    (:meth:`bmstudy.plan.SynthParams.render_params`).
+
+    Returns
+    -------
+    str
+        Hex digest.
+    """
+    import hashlib
+
+    h = hashlib.sha256()
+    here = Path(__file__).resolve().parent
+    for f in sorted(p for p in here.glob("*.py") if p.name != "preview.py"):
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def _case_hash(plan: CasePlan, prof: SynthParams) -> str:
-    return params_hash({"plan": dataclasses.asdict(plan), "render": prof.render_params()})
+    return params_hash({"plan": dataclasses.asdict(plan), "render": prof.render_params(),
+                        "source": generator_source_hash()})
 
 
 def _already_written(plan: CasePlan, *, prof: SynthParams, out_dir: Path) -> dict[str, Any] | None:
@@ -230,7 +268,8 @@ def _write_case(plan: CasePlan, *, prof: SynthParams, out_dir: str) -> dict[str,
     atomic_write_json(out / "meta" / f"{plan.patient_id}.json",
                       {"hash": _case_hash(plan, prof), "patient_id": plan.patient_id,
                        "plan": dataclasses.asdict(plan), "lesions": case["lesions"], "n_vessels": case["n_vessels"],
-                       "generator_version": GENERATOR_VERSION})
+                       "vessel_touched": case["vessel_touched"], "generator_source": generator_source_hash(),
+                       **case["meta"]})
     return {"status": "ok", "seconds": round(time.perf_counter() - t0, 2), "error": ""}
 
 

@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["grid_mm", "voxel_affine", "smooth_noise", "local_box", "box_coords_mm"]
+__all__ = ["grid_mm", "voxel_affine", "smooth_noise", "upsample_linear", "local_box", "box_coords_mm"]
 
 
 def grid_mm(shape: Sequence[int], spacing: Sequence[float]) -> list[np.ndarray]:
@@ -83,14 +83,37 @@ def smooth_noise(rng: np.random.Generator, shape: Sequence[int], spacing: Sequen
     step = max(corr_mm / 2.0, float(min(spacing)))
     coarse = np.maximum(np.ceil(ext / step).astype(int) + 4, 4)
     f = ndimage.gaussian_filter(rng.standard_normal(coarse).astype(np.float32), 1.0, mode="wrap")
-    zoom = [n / c for n, c in zip(shape, coarse)]
-    f = ndimage.zoom(f, zoom, order=1, mode="nearest", grid_mode=True)
-    f = f[: shape[0], : shape[1], : shape[2]]
-    if f.shape != tuple(shape):  # zoom can be one short; pad by edge values
-        f = np.pad(f, [(0, n - m) for n, m in zip(shape, f.shape)], mode="edge")
+    f = upsample_linear(f, shape)
     f -= f.mean()
     f /= f.std() + 1e-8
     return f.astype(np.float32)
+
+
+def upsample_linear(coarse: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """Separable linear interpolation of a coarse grid onto ``shape`` (cell-centred, edges clamped).
+
+    Parameters
+    ----------
+    coarse : ndarray
+        3-D coarse field.
+    shape : sequence of int
+        Output shape.
+
+    Returns
+    -------
+    ndarray of float32
+    """
+    f = coarse.astype(np.float32)
+    for ax, n in enumerate(shape):
+        c = f.shape[ax]
+        pos = np.clip((np.arange(n, dtype=np.float32) + 0.5) * (c / n) - 0.5, 0, c - 1)
+        i0 = np.minimum(np.floor(pos).astype(np.intp), c - 2) if c > 1 else np.zeros(n, np.intp)
+        w = (pos - i0).astype(np.float32) if c > 1 else np.zeros(n, np.float32)
+        sh = [1, 1, 1]
+        sh[ax] = n
+        w = w.reshape(sh)
+        f = np.take(f, i0, axis=ax) * (1 - w) + np.take(f, np.minimum(i0 + 1, c - 1), axis=ax) * w
+    return f
 
 
 def local_box(center_vox: np.ndarray, radius_mm: float, spacing: np.ndarray,

@@ -1,15 +1,20 @@
 """Metastases of the synthetic cases: placement, shapes, enhancement patterns and oedema.
 
 :func:`render_lesions` places the planned lesions (~80 % with their centre in white matter at the
-grey-white junction, separated by >= 3 mm), paints the peritumoral vasogenic oedema (darker, stronger
+grey-white junction, separated by >= 3 mm unless planned ``touching`` an earlier lesion), paints the peritumoral vasogenic oedema (darker, stronger
 in white matter, *not* in the mask), then each lesion in its enhancement pattern:
 
 * ``uniform``: nodular, homogeneously enhancing ellipsoid;
 * ``ring``: enhancing rim around a necrotic (non-enhancing) centre;
-* ``irregular``: lobulated body with satellite lobes and patchy non-enhancing parts.
+* ``irregular``: lobulated body with satellite lobes and patchy non-enhancing parts;
+
+and the variants ``cystic`` (thin rim around a large fluid core) and ``haemorrhagic`` (intrinsically
+T1-bright blood products in a partly dark rim). :func:`annotator_mask` optionally jitters the "manual"
+mask's boundary smoothly (annotator variability).
 
 The lesion mask holds the whole metastases (necrotic core included, oedema excluded), one 6-connected
-component per planned lesion, never larger than the planned diameter and always inside the brain.
+component per planned lesion (touching lesions share one), never larger than the planned diameter and
+always inside the brain.
 """
 from __future__ import annotations
 
@@ -19,10 +24,10 @@ import numpy as np
 from scipy import ndimage
 
 from ..plan import SiteParams
-from .fields import box_coords_mm, local_box
+from .fields import box_coords_mm, local_box, smooth_noise
 from .plans import CasePlan, LesionPlan
 
-__all__ = ["place_lesions", "lesion_shape", "render_lesions"]
+__all__ = ["place_lesions", "lesion_shape", "render_lesions", "annotator_mask"]
 
 
 def _draw_centre(rng: np.random.Generator, cand: np.ndarray, r: float, centres: list[np.ndarray],
@@ -31,6 +36,23 @@ def _draw_centre(rng: np.random.Generator, cand: np.ndarray, r: float, centres: 
     for _ in range(200):
         c = cand[rng.integers(len(cand))].astype(np.float64) + rng.uniform(-0.5, 0.5, 3)
         if all(np.linalg.norm((c - c2) * spacing) > r + r2 + gap for c2, r2 in zip(centres, radii)):
+            return c
+    return None
+
+
+def _touching_centre(rng: np.random.Generator, r: float, centres: list[np.ndarray], radii: list[float],
+                     pool: np.ndarray, spacing: np.ndarray) -> np.ndarray | None:
+    """A centre at ~0.8 (r + r_j) from a random earlier lesion j (the two masks touch), or None."""
+    j = int(rng.integers(len(centres)))
+    for _ in range(60):
+        u = rng.normal(size=3)
+        u /= np.linalg.norm(u)
+        c = centres[j] + u * 0.8 * (r + radii[j]) / spacing
+        q = np.round(c).astype(int)
+        if np.any(q < 0) or np.any(q >= pool.shape) or not pool[tuple(q)]:
+            continue
+        others = [k for k in range(len(centres)) if k != j]
+        if all(np.linalg.norm((c - centres[k]) * spacing) > r + radii[k] + 3.0 for k in others):
             return c
     return None
 
@@ -44,9 +66,9 @@ def place_lesions(rng: np.random.Generator, plan: CasePlan, anat: dict[str, Any]
     rng : numpy.random.Generator
         The case's render generator.
     plan : CasePlan
-        The case (lesion diameters, patient id for messages).
+        The case (lesion diameters, ``touching`` flags, patient id for messages).
     anat : dict
-        :func:`bmstudy.synthetic.anatomy.head_anatomy` output (``lab``, ``brain``).
+        :func:`bmstudy.synthetic.anatomy.head_anatomy` output (``lab``, ``prob``, ``depth``).
     spacing : ndarray
         Voxel size in mm.
 
@@ -60,31 +82,28 @@ def place_lesions(rng: np.random.Generator, plan: CasePlan, anat: dict[str, Any]
     RuntimeError
         If a lesion fits nowhere in the brain (profile with too large or too many lesions).
     """
-    lab, brain = anat["lab"], anat["brain"]
-    edt = ndimage.distance_transform_edt(brain, sampling=spacing).astype(np.float32)
-    gm = (lab == 6) | (lab == 8)
+    lab, depth = anat["lab"], anat["depth"]
     wm = lab == 7
-    # distance (mm) of each voxel to grey matter: a lesion "at the junction" has its centre in white
-    # matter within ~0.8 radius of grey matter (so it straddles the grey-white boundary)
-    to_gm = ndimage.distance_transform_edt(~gm, sampling=spacing).astype(np.float32)
-    parenchyma = (gm | wm) & ~ndimage.binary_dilation(lab == 9, iterations=1)
+    # "at the junction": white matter where the smoothed grey-matter probability is still noticeable
+    gm_near = ndimage.gaussian_filter(anat["prob"]["gm"], 2.0 / spacing) > 0.12
+    parenchyma = (lab >= 6) & (lab <= 8)
+    parenchyma &= ~ndimage.binary_dilation(lab == 9, iterations=1)
     centres: list[np.ndarray] = []
     radii: list[float] = []
-    gap = 3.0  # mm between lesion boundaries (separate connected components)
     for les in plan.lesions:
         r = les.diameter_mm / 2.0
         need = r + 1.5 + 0.5 * float(np.max(spacing))
         placed = None
         pools = ["junction", "parenchyma", "brain"] if rng.random() < 0.8 else ["parenchyma", "brain"]
         for pool_name in pools:
-            if pool_name == "junction":
-                pool = wm & (to_gm <= max(2.0, 0.8 * r)) & (edt > need)
-            else:
-                pool = (parenchyma if pool_name == "parenchyma" else brain) & (edt > need)
-            cand = np.argwhere(pool)
-            if len(cand) == 0:
+            base = {"junction": wm & gm_near, "parenchyma": parenchyma, "brain": parenchyma | (lab == 5)}[pool_name]
+            pool = base & (depth > need)
+            if not pool.any():
                 continue
-            placed = _draw_centre(rng, cand, r, centres, radii, spacing, gap)
+            if les.touching and centres:
+                placed = _touching_centre(rng, r, centres, radii, pool, spacing)
+            if placed is None:
+                placed = _draw_centre(rng, np.argwhere(pool), r, centres, radii, spacing, 3.0)
             if placed is not None:
                 centres.append(placed)
                 radii.append(r)
@@ -120,17 +139,19 @@ def _irregular(rng: np.random.Generator, R: float, coords: list[np.ndarray], noi
 
 
 def _ellipsoid(rng: np.random.Generator, R: float, pattern: str, coords: list[np.ndarray], noise: np.ndarray,
-               dist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Nodular ellipsoid; for ``ring`` a necrotic centre inside an enhancing rim."""
+               dist: np.ndarray, variant: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """Nodular ellipsoid; ``ring``: necrotic centre in an enhancing rim; cystic/haemorrhagic variants."""
     x, y, z = coords
     ax = R * np.array([rng.uniform(0.85, 1.0), rng.uniform(0.85, 1.0), 1.0])
     e = np.sqrt((x / ax[0]) ** 2 + (y / ax[1]) ** 2 + (z / ax[2]) ** 2)
     inside = (e * (1 + 0.04 * noise) <= 1.0) & (dist <= R)
     enh = np.clip(1.0 + 0.05 * noise, 0.85, 1.15)
-    if pattern == "ring":
-        rim = max(1.5, rng.uniform(0.22, 0.35) * R) / R
+    if pattern == "ring" or variant == "cystic":
+        rim = (max(1.0, rng.uniform(0.08, 0.15) * R) if variant == "cystic" else max(1.5, rng.uniform(0.22, 0.35) * R)) / R
         core = e * (1 + 0.05 * noise) < 1.0 - rim
-        enh = np.where(core, 0.0, enh)
+        enh = np.where(core, -1.0 if variant == "cystic" else 0.0, enh)  # -1: fluid (CSF-like)
+    elif variant == "haemorrhagic":  # blood products: patchy intrinsic brightness, partly dark rim
+        enh = np.where(noise > 0.6, 1.25, np.where(e > 0.85, 0.2, enh))
     return inside, enh
 
 
@@ -166,7 +187,7 @@ def lesion_shape(rng: np.random.Generator, les: LesionPlan, coords: list[np.ndar
     if les.pattern == "irregular":
         inside, enh = _irregular(rng, R, coords, noise, dist)
     else:
-        inside, enh = _ellipsoid(rng, R, les.pattern, coords, noise, dist)
+        inside, enh = _ellipsoid(rng, R, les.pattern, coords, noise, dist, les.variant)
     # one lesion = one (6-connected) component containing the centre; always >= 1 voxel
     centre = tuple(int(np.argmin(np.abs(c.ravel()))) for c in (x, y, z))
     inside[centre] = True
@@ -178,7 +199,7 @@ def lesion_shape(rng: np.random.Generator, les: LesionPlan, coords: list[np.ndar
 def _paint_oedema(rng: np.random.Generator, plan: CasePlan, centres: list[np.ndarray], lab: np.ndarray,
                   img: np.ndarray, spacing: np.ndarray) -> None:
     """Darken the parenchyma around every lesion (vasogenic oedema, stronger in white matter)."""
-    parenchyma = (lab >= 6) & (lab != 9)
+    parenchyma = (lab >= 6) & (lab <= 8)
     for les, c in zip(plan.lesions, centres):
         R = les.diameter_mm / 2.0
         ext = R * rng.uniform(0.3, 1.0) + (0.8 if R > 2 else 0.0)
@@ -194,7 +215,7 @@ def _paint_oedema(rng: np.random.Generator, plan: CasePlan, centres: list[np.nda
 
 
 def render_lesions(rng: np.random.Generator, plan: CasePlan, anat: dict[str, Any], img: np.ndarray,
-                   site: SiteParams, spacing: np.ndarray) -> tuple[np.ndarray, list[dict[str, Any]]]:
+                   site: SiteParams, spacing: np.ndarray) -> tuple[np.ndarray, list[dict[str, Any]], np.ndarray]:
     """Place the planned lesions, paint oedema and lesions into ``img`` (in place); return the mask.
 
     Parameters
@@ -217,7 +238,10 @@ def render_lesions(rng: np.random.Generator, plan: CasePlan, anat: dict[str, Any
     mask : ndarray of uint8
         1 inside the metastases (necrotic core included, oedema excluded).
     lesions : list of dict
-        Per lesion: ``label``, ``center_vox``, ``diameter_mm``, ``pattern``, ``n_voxels``.
+        Per lesion: ``label``, ``center_vox``, ``diameter_mm``, ``pattern``, ``variant``, ``touching``,
+        ``n_voxels``.
+    labels : ndarray of uint8
+        Lesion ``k + 1`` where lesion k was painted (a later lesion overwrites a touching earlier one).
 
     Raises
     ------
@@ -227,6 +251,7 @@ def render_lesions(rng: np.random.Generator, plan: CasePlan, anat: dict[str, Any
     lab, brain = anat["lab"], anat["brain"]
     shape = lab.shape
     mask = np.zeros(shape, np.uint8)
+    labels = np.zeros(shape, np.uint8)
     centres = place_lesions(rng, plan, anat, spacing)
     info = []
     wm_level = site.tissue["wm"]
@@ -238,11 +263,51 @@ def render_lesions(rng: np.random.Generator, plan: CasePlan, anat: dict[str, Any
         coords = box_coords_mm(sl, c, spacing)
         inside, enh = lesion_shape(rng, les, coords, spacing)
         peak = wm_level * rng.uniform(*site.enhancement)
-        val = site.tissue["necrosis"] + enh * (peak - site.tissue["necrosis"])
+        nec = site.tissue["necrosis"] * rng.uniform(0.8, 1.2)
+        val = np.where(enh < 0, site.tissue["csf"], nec + np.clip(enh, 0, None) * (peak - nec))
         img[sl] = np.where(inside, val, img[sl])
         mask[sl][inside] = 1
+        labels[sl][inside] = k + 1
         info.append({"label": k + 1, "center_vox": [float(v) for v in c], "diameter_mm": les.diameter_mm,
-                     "pattern": les.pattern, "n_voxels": int(inside.sum())})
+                     "pattern": les.pattern, "variant": les.variant, "touching": les.touching,
+                     "n_voxels": int(inside.sum())})
     if np.any(mask & ~brain):
         raise RuntimeError(f"{plan.patient_id}: a lesion leaves the brain mask (placement bug)")
-    return mask, info
+    return mask, info, labels
+
+
+def annotator_mask(rng: np.random.Generator, mask: np.ndarray, brain: np.ndarray, spacing: np.ndarray,
+                   jitter_mm: float) -> np.ndarray:
+    """The "manual" mask: ``mask`` with its boundary moved by a smooth random field (annotator variability).
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        The case's render generator.
+    mask : ndarray of uint8
+        The rendered lesion mask.
+    brain : ndarray of bool
+        The brain (the jittered mask stays inside it).
+    spacing : ndarray
+        Voxel size in mm.
+    jitter_mm : float
+        Standard deviation of the boundary displacement in mm (0: ``mask`` unchanged).
+
+    Returns
+    -------
+    ndarray of uint8
+        Jittered mask (every lesion keeps at least its core).
+    """
+    if jitter_mm <= 0 or not mask.any():
+        return mask
+    nz = np.argwhere(mask)
+    pad = np.ceil((3 * jitter_mm + 2) / spacing).astype(int)
+    lo, hi = np.maximum(nz.min(0) - pad, 0), np.minimum(nz.max(0) + pad + 1, mask.shape)
+    sl = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+    m = mask[sl].astype(bool)
+    sd = (ndimage.distance_transform_edt(~m, sampling=spacing) - ndimage.distance_transform_edt(m, sampling=spacing))
+    field = jitter_mm * smooth_noise(rng, m.shape, spacing, 5.0)
+    core = ndimage.binary_erosion(m, iterations=1) if m.sum() > 27 else m
+    out = mask.copy()
+    out[sl] = (((sd + field) < 0.0) | core) & brain[sl]
+    return out

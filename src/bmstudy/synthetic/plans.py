@@ -30,9 +30,11 @@ _CLINICAL_DMIN, _CLINICAL_DMAX = 2.0, 30.0
 class LesionPlan:
     """One planned metastasis."""
 
-    diameter_mm: float  # rendered (profile-scaled) maximal diameter
-    clinical_diameter_mm: float  # the paper-scale size it stands for (2-30 mm)
+    diameter_mm: float  # rendered maximal diameter (clinical mm, clipped to the profile's range)
+    clinical_diameter_mm: float  # the clinical size drawn (2-30 mm)
     pattern: str
+    variant: str = ""  # "", "cystic" or "haemorrhagic"
+    touching: bool = False  # placed touching an earlier lesion
 
 
 @dataclass(frozen=True)
@@ -135,12 +137,17 @@ def plan_case(profile: SynthParams, site: str, index: int, seed: int = 0) -> Cas
     d_clin = np.sort(d_clin)[::-1]
     lo, hi = profile.min_diameter_mm, profile.max_diameter_mm
     lesions = []
-    for dc in d_clin:
-        d = lo + (dc - _CLINICAL_DMIN) * (hi - lo) / (_CLINICAL_DMAX - _CLINICAL_DMIN)
+    for k, dc in enumerate(d_clin):
+        d = float(np.clip(dc, lo, hi))  # clinical size (no shrinking); the tiny preset clips the largest
         pattern = PATTERNS[int(rng.choice(3, p=_pattern_probs(float(dc))))]
         if pattern == "ring" and d < profile.ring_min_diameter_mm:
             pattern = "uniform"
-        lesions.append(LesionPlan(round(float(d), 2), round(float(dc), 2), pattern))
+        u = rng.random()
+        variant = ""
+        if d >= 10.0 and pattern != "irregular":
+            variant = "cystic" if u < 0.12 else ("haemorrhagic" if u < 0.2 else "")
+        touching = bool(k > 0 and rng.random() < profile.touching_rate)
+        lesions.append(LesionPlan(round(d, 2), round(float(dc), 2), pattern, variant, touching))
     vol_ml = float(np.sum(np.pi / 6 * d_clin ** 3) / 1000.0)
     # manual delineation time: opening/scrolling + per-lesion search/outline + volume-dependent contouring
     # (sites differ in readers/software: ``reader_factor``)

@@ -1,10 +1,13 @@
 """Vessel mimics of the synthetic cases: bright tubular structures that are *not* metastases.
 
-Contrast-enhanced T1 shows enhancing vessels a segmentation model must not call lesions.
-:func:`render_vessels` paints the superior sagittal sinus (in the CSF layer over the top of the head,
-outside the brain), 4-8 thin cortical/parenchymal vessels (random walks inside the brain, away from the
-lesions) and the choroid plexus in the lateral ventricles, each with partial-volume edges, and returns
-a map of their cores (so tests can check the lesion mask never contains them).
+Contrast-enhanced T1 shows enhancing vessels a segmentation model must not call lesions. The dural
+sinuses, falx/tentorium, pituitary and cavernous sinuses come from the template
+(:mod:`~bmstudy.synthetic.template`, painted by :func:`~bmstudy.synthetic.acquisition.tissue_image`);
+:func:`render_vessels` adds 5-10 cortical veins (random walks in the superficial sulci and cortex),
+veins running along lesions (``vessel_touch_rate`` per lesion: the tube touches the lesion but never
+enters its mask, the paper's false-positive source) and the choroid plexus in the lateral ventricles,
+each with partial-volume edges, and returns a map of all mimics' cores (so tests can check the lesion
+mask never contains them).
 """
 from __future__ import annotations
 
@@ -96,26 +99,49 @@ def random_curve(rng: np.random.Generator, start: np.ndarray, length_mm: float, 
     return np.asarray(pts)
 
 
-def _cortical_vessels(rng: np.random.Generator, lab: np.ndarray, ok: np.ndarray, img: np.ndarray,
+def _cortical_vessels(rng: np.random.Generator, anat: dict[str, Any], ok: np.ndarray, img: np.ndarray,
                       site: SiteParams, spacing: np.ndarray, s: float, rec: np.ndarray) -> int:
-    """4-8 thin bright tubes inside the brain (CSF/GM starts), away from lesions; return how many."""
-    cand = np.argwhere(ok & ((lab == 5) | (lab == 6)))
-    target, made = int(rng.integers(4, 9)), 0
+    """5-10 thin bright tubes starting in superficial sulci/cortex; return how many."""
+    lab = anat["lab"]
+    cand = np.argwhere(ok & ((lab == 5) | (lab == 6)) & (anat["depth"] < 8.0))
+    target, made = int(rng.integers(5, 11)), 0
     for _ in range(6 * target):  # walks that leave the brain at once are retried
         if len(cand) == 0 or made == target:
             break
         start = cand[rng.integers(len(cand))]
-        pts = random_curve(rng, start, rng.uniform(12, 40) * max(s, 0.5), spacing, ok)
+        pts = random_curve(rng, start, rng.uniform(15, 45) * max(s, 0.5), spacing, ok)
         if len(pts) * 0.3 >= 4.0:  # at least 4 mm long
-            paint_tube(img, pts, rng.uniform(0.6, 1.2), site.tissue["vessel"] * rng.uniform(0.85, 1.05), spacing,
+            paint_tube(img, pts, rng.uniform(0.6, 1.3), site.tissue["vessel"] * rng.uniform(0.8, 1.1), spacing,
                        forbid=~ok, record=rec)
             made += 1
     return made
 
 
-def render_vessels(rng: np.random.Generator, anat: dict[str, Any], img: np.ndarray, mask: np.ndarray,
-                   site: SiteParams, spacing: np.ndarray, s: float) -> tuple[int, np.ndarray]:
-    """Paint the vessel mimics into ``img`` (in place).
+def _touching_vessels(rng: np.random.Generator, anat: dict[str, Any], img: np.ndarray, lesion_labels: np.ndarray,
+                      site: SiteParams, spacing: np.ndarray, s: float, rate: float, rec: np.ndarray) -> list[int]:
+    """Veins that start on a lesion's surface and run away from it; return the touched lesion labels."""
+    touched = []
+    mask = lesion_labels > 0
+    ok = anat["brain"] & ~mask & (anat["lab"] != 9)
+    for k in range(1, int(lesion_labels.max()) + 1):
+        if rng.random() >= rate:
+            continue
+        les = lesion_labels == k
+        shell = np.argwhere(ndimage.binary_dilation(les, iterations=1) & ok)
+        if len(shell) == 0:
+            continue
+        pts = random_curve(rng, shell[rng.integers(len(shell))], rng.uniform(12, 30) * max(s, 0.5), spacing, ok)
+        if len(pts) >= 8:
+            paint_tube(img, pts, rng.uniform(0.6, 1.1), site.tissue["vessel"] * rng.uniform(0.8, 1.05), spacing,
+                       forbid=mask, record=rec)
+            touched.append(k)
+    return touched
+
+
+def render_vessels(rng: np.random.Generator, anat: dict[str, Any], img: np.ndarray, lesion_labels: np.ndarray,
+                   site: SiteParams, spacing: np.ndarray, s: float, touch_rate: float = 0.3
+                   ) -> tuple[int, np.ndarray, list[int]]:
+    """Paint cortical veins, lesion-touching veins and choroid plexus into ``img`` (in place).
 
     Parameters
     ----------
@@ -125,46 +151,44 @@ def render_vessels(rng: np.random.Generator, anat: dict[str, Any], img: np.ndarr
         :func:`bmstudy.synthetic.anatomy.head_anatomy` output.
     img : ndarray of float32
         Image painted in place.
-    mask : ndarray
-        Lesion mask (vessels keep a margin of ~2.5 mm from it).
+    lesion_labels : ndarray
+        Lesion label map (free cortical veins keep ~2.5 mm from lesions; touching veins start on them).
     site : SiteParams
         Vessel and plexus intensities of the site.
     spacing : ndarray
         Voxel size in mm.
     s : float
-        Head scale (paper profile = 1).
+        Head scale (1 = adult).
+    touch_rate : float, default=0.3
+        Probability per lesion of a vein running along it.
 
     Returns
     -------
     n_vessels : int
-        Number of vessel mimics painted.
+        Number of tubular mimics painted (veins and plexus; the template's sinuses not counted).
     cores : ndarray of bool
-        Where a vessel covers >= half a voxel.
+        Where any mimic (template sinuses/dura/pituitary included) covers >= half a voxel.
+    touched : list of int
+        Labels of the lesions a vein touches.
     """
     lab, brain = anat["lab"], anat["brain"]
+    mask = lesion_labels > 0
     rec = np.zeros(lab.shape, bool)
-    shape = np.asarray(lab.shape)
-    centre_vox = (shape - 1) / 2.0 + anat["shift"] / spacing
-    near_lesion = ndimage.binary_dilation(mask.astype(bool), iterations=max(2, int(round(2.5 / float(np.min(spacing))))))
-    n = 0
-    # superior sagittal sinus: in the CSF layer along the midline, front to back over the top
-    ax, R, rb = anat["axes"], anat["R"], anat["rho_brain"]
-    rr = rb + 0.5 * (1 - rb) * 0.35
-    th = np.linspace(np.deg2rad(25), np.deg2rad(165), 400)
-    pts = np.stack([np.zeros_like(th), ax[1] * rr * np.cos(th), ax[2] * rr * np.sin(th)], 1) / spacing + centre_vox
-    paint_tube(img, pts, max(1.0, 2.5 * s), site.tissue["vessel"] * 0.95, spacing, forbid=brain, record=rec)
-    n += 1
-    # cortical / parenchymal vessels: thin bright tubes inside the brain, away from lesions
+    for cov in anat["mimics"].values():
+        rec |= cov >= 0.5
+    near_lesion = ndimage.binary_dilation(mask, iterations=max(2, int(round(2.5 / float(np.min(spacing))))))
     ok = brain & ~near_lesion & (lab != 9)
-    n += _cortical_vessels(rng, lab, ok, img, site, spacing, s, rec)
-    # choroid plexus inside the lateral ventricles
+    n = _cortical_vessels(rng, anat, ok, img, site, spacing, s, rec)
+    touched = _touching_vessels(rng, anat, img, lesion_labels, site, spacing, s, touch_rate, rec)
+    n += len(touched)
     vent = anat["vent"] & ~near_lesion
     vc = np.argwhere(vent)
-    for _ in range(2):
+    for _ in range(2):  # choroid plexus inside the lateral ventricles
         if len(vc) == 0:
             break
-        pts = random_curve(rng, vc[rng.integers(len(vc))], 10 * max(s, 0.5), spacing, vent)
+        pts = random_curve(rng, vc[rng.integers(len(vc))], 15 * max(s, 0.5), spacing, vent)
         if len(pts) > 5:
-            paint_tube(img, pts, max(0.8, 1.5 * s), site.tissue["plexus"], spacing, forbid=~vent, record=rec)
+            paint_tube(img, pts, max(0.8, 2.0 * s), site.tissue["plexus"], spacing, forbid=~vent, record=rec)
             n += 1
-    return n, rec
+    rec &= ~mask
+    return n, rec, touched
