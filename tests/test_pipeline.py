@@ -10,6 +10,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from toy_notebooks import log_cell, toy_notebook
 
 from bmstudy import plan as plan_mod
 from bmstudy.cli import main as cli_main
@@ -32,17 +33,10 @@ PLAN_STAGES = (
 
 
 def _nb(params: str, *cells: str) -> nbformat.NotebookNode:
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.cells = [nbformat.v4.new_markdown_cell("# dummy stage"),
-                nbformat.v4.new_code_cell(params, metadata={"tags": ["parameters"]})]
-    nb.cells += [nbformat.v4.new_code_cell(c) for c in cells]
-    return nb
+    return toy_notebook(params, *cells, title='dummy stage')
 
 
-def _log(name: str) -> str:
-    return f"with open(work_log, 'a') as fh:\n    fh.write({name!r} + '\\n')"
-
+_log = log_cell
 
 def _write_notebooks(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from toy_notebooks import log_cell, toy_notebook
 
 from bmstudy.cli import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL
 from bmstudy.cli import main as cli_main
@@ -32,17 +33,10 @@ TOY_STAGES = (
 
 
 def _nb(params: str, *cells: str) -> nbformat.NotebookNode:
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.cells = [nbformat.v4.new_markdown_cell("# toy stage"),
-                nbformat.v4.new_code_cell(params, metadata={"tags": ["parameters"]})]
-    nb.cells += [nbformat.v4.new_code_cell(c) for c in cells]
-    return nb
+    return toy_notebook(params, *cells, title='toy stage')
 
 
-def _log(name: str) -> str:
-    return f"with open(work_log, 'a') as fh:\n    fh.write({name!r} + '\\n')"
-
+_log = log_cell
 
 #: Loads a module file as ``bmstudy._toy_<name>`` (a bmstudy module the test can edit without touching src/).
 _LOAD = ("import importlib.util, sys\n"
