@@ -46,7 +46,8 @@ def _train_cmd(root: Path, out: Path, *extra: str) -> list[str]:
 
 def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("TF_CONFIG", D.CPU_DEVICES_ENV)}
-    return {**env, **extra}
+    # the assertions read the training log lines: INFO even where CI sets BMSTUDY_LOGLEVEL=WARNING
+    return {**env, "BMSTUDY_LOGLEVEL": "INFO", **extra}
 
 
 # ----------------------------------------------------------------------------- fast
