@@ -37,7 +37,8 @@ from .case import FROC_COLUMNS, evaluate_case, prediction_paths
 from .froc import LesionScores, scores_from_rows
 from .groups import AGE_CUTOFF, age_group
 from .histograms import save_score_hists
-from .provenance import HashCache, code_hash, digest_of
+from ..io.hashing import HashCache
+from .provenance import code_hash, digest_of, input_sha256
 from .voxel import METRIC_KEYS
 
 __all__ = [
@@ -106,7 +107,7 @@ def _up_to_date(out_dir: Path, inputs: Iterable[Path], params: dict[str, Any], c
     if stored.get("params_hash") != params_hash(params):
         return False
     recorded = stored.get("input_sha256") or {}
-    return all(recorded.get(str(p)) == cache.sha256(p) for p in inputs)
+    return all(recorded.get(str(p)) == input_sha256(cache, p) for p in inputs)
 
 
 def _read_timings(predictions_dir: Path) -> pd.Series | None:
@@ -239,7 +240,7 @@ def _evaluate_cases(cases: pd.DataFrame, pred_dir: Path, s: dict[str, Any], run_
     result = run_cases(_evaluate_record, records, n_jobs=int(n_jobs), desc="evaluate", progress=progress,
                        kwargs={"pred_dir": pred_dir, "brain_mask": bool(s["brain_mask"]), "case_kwargs": case_kwargs})
     common = {"eval_code_hash": run_params["code"], "eval_params_hash": params_hash(run_params)}
-    provenance = [{**common, "inputs_sha256": digest_of(cache.sha256(f) for f in
+    provenance = [{**common, "inputs_sha256": digest_of(input_sha256(cache, f) for f in
                                                         _case_files(r, pred_dir, bool(s["brain_mask"])))}
                   for r in records]
     df, lesions_df, hists, froc_df = _collect(records, result.rows, timings, provenance)
@@ -320,7 +321,7 @@ def evaluate_cohort(
     cases = _select_cases(manifest_df, pred_dir, s)
     run_params = _run_params(s, pred_dir, cases)
     out = Path(out_dir) if out_dir is not None else None
-    cache = HashCache(None if out is None else _stored_run(out).get("hash_cache"))
+    cache = HashCache(entries=None if out is None else _stored_run(out).get("hash_cache"))
     inputs = _input_files(cases, pred_dir, s["brain_mask"])
     if out is not None and not force and _up_to_date(out, inputs, run_params, cache):
         log.info("evaluation in %s is up to date; reading it back (force=True recomputes)", out)
@@ -342,7 +343,7 @@ def _order_columns(df: pd.DataFrame) -> pd.DataFrame:
 
 def _write_outputs(out: Path, df: pd.DataFrame, lesions: pd.DataFrame, hists: Hists, froc: pd.DataFrame,
                    params: dict[str, Any], inputs: Iterable[Path], cache: HashCache) -> None:
-    digests = {str(p): cache.sha256(p) for p in inputs}
+    digests = {str(p): input_sha256(cache, p) for p in inputs}
     out.mkdir(parents=True, exist_ok=True)
     atomic_to_csv(df, out / "metrics.csv")
     atomic_to_csv(lesions, out / "lesions.csv")

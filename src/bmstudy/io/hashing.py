@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from ..utils import PathLike, atomic_write_json, file_sha256
 
@@ -26,17 +26,24 @@ class HashCache:
     ----------
     path : str, PathLike or None, default=None
         JSON file the cache is loaded from and :meth:`save`\\ d to (None: in memory only).
+    entries : mapping, optional
+        Entries of an earlier :meth:`to_dict` kept elsewhere (e.g. inside another JSON record).
     """
 
-    def __init__(self, path: PathLike | None = None) -> None:
+    def __init__(self, path: PathLike | None = None, *, entries: Mapping[str, Any] | None = None) -> None:
         self.path = None if path is None else Path(path)
-        self._entries: dict[str, dict[str, Any]] = {}
+        stored: Mapping[str, Any] = entries or {}
         if self.path is not None and self.path.is_file():
             try:
-                self._entries = dict(json.loads(self.path.read_text(encoding="utf-8")))
+                stored = dict(json.loads(self.path.read_text(encoding="utf-8")))
             except (OSError, ValueError):
-                self._entries = {}
+                stored = {}
+        self._entries: dict[str, dict[str, Any]] = {str(k): dict(v) for k, v in stored.items() if isinstance(v, dict)}
         self._dirty = False
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """The entries ``{resolved path: {size, mtime_ns, sha256}}`` (JSON-ready; ``entries=`` reads them back)."""
+        return {k: dict(v) for k, v in sorted(self._entries.items())}
 
     def sha256(self, file: PathLike) -> str:
         """The content hash of ``file`` (a file or a folder), from the cache when size and mtime match.
