@@ -50,7 +50,7 @@ from ..cases import run_cases
 from ..io.manifest import write_manifest
 from ..io.split import systematic_split
 from ..plan import SYNTH_PRESETS, SynthParams, synth_params
-from ..utils import PathLike, atomic_path, atomic_to_csv, atomic_write_json, get_logger, params_hash
+from ..utils import PathLike, atomic_path, atomic_to_csv, atomic_write_json, get_logger, params_hash, source_hash
 from .acquisition import acquire, tissue_image
 from .anatomy import head_anatomy
 from .fields import voxel_affine
@@ -227,14 +227,10 @@ def generator_source_hash() -> str:
     str
         Hex digest.
     """
-    import hashlib
-
-    h = hashlib.sha256()
     here = Path(__file__).resolve().parent
-    for f in sorted(p for p in here.glob("*.py") if p.name != "preview.py"):
-        h.update(f.name.encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()[:16]
+    modules = [__package__ if f.stem == "__init__" else f"{__package__}.{f.stem}"
+               for f in sorted(here.glob("*.py")) if f.name != "preview.py"]
+    return source_hash(*modules)[:16]
 
 
 def _case_hash(plan: CasePlan, prof: SynthParams) -> str:
