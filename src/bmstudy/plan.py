@@ -667,12 +667,15 @@ def _build(cls: type, d: Mapping[str, Any] | None) -> Any:
     return cls(**d)
 
 
-def parse_override(text: str) -> tuple[str, Any]:
-    """``'train.epochs=3'`` -> ``('train.epochs', 3)``; the value is JSON when it parses, else a string."""
+def parse_override(text: str, usage: str = "override must look like KEY=VALUE (e.g. train.epochs=3)") -> tuple[str, Any]:
+    """``'train.epochs=3'`` -> ``('train.epochs', 3)``; the value is JSON when it parses, else a string.
+
+    ``usage`` opens the error message for text without ``=`` or without a key.
+    """
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key:
-        raise ValueError(f"override must look like KEY=VALUE (e.g. train.epochs=3), got {text!r}")
+        raise ValueError(f"{usage}, got {text!r}")
     try:
         value = json.loads(raw)
     except json.JSONDecodeError:

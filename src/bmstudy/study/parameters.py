@@ -13,11 +13,10 @@ is hashed). A notebook that declares a study setting (e.g. ``seed``) receives th
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ..plan import StudyPlan
+from ..plan import StudyPlan, parse_override
 from ..utils import PathLike
 from .stages import PLAN_SECTIONS, PLAN_SETTINGS, Stage, select_stages
 
@@ -76,15 +75,7 @@ def parse_param(text: str) -> tuple[str, Any]:
     ValueError
         When there is no ``=`` or no key.
     """
-    key, sep, raw = text.partition("=")
-    key = key.strip()
-    if not sep or not key:
-        raise ValueError(f"--param expects KEY=VALUE or STAGE.KEY=VALUE, got {text!r}")
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError:
-        value = raw
-    return key, value
+    return parse_override(text, usage="--param expects KEY=VALUE or STAGE.KEY=VALUE")
 
 
 def is_plan_key(key: str) -> bool:
