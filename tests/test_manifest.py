@@ -119,3 +119,19 @@ def test_unparseable_and_absent(tmp_path):
         load_manifest(tmp_path / "nope.csv")
     with pytest.raises(ManifestError, match="missing required column"):
         validate_manifest(pd.DataFrame({"patient_id": ["a"]}))
+
+
+def test_brain_truth_resolved_and_kept_when_copied_elsewhere(tmp_path):
+    """``brain_truth`` is a path column: a study manifest written into a run folder still finds it
+    (the default study failed in its cohort notebook when only image/mask/brain_mask were resolved)."""
+    path = _make(tmp_path)
+    truth = tmp_path / "img" / "P0_brain.nii.gz"
+    truth.write_bytes(b"x")
+    _edit(path, cells={(0, "brain_truth"): "img/P0_brain.nii.gz", (1, "brain_truth"): ""})
+    df = load_manifest(path)
+    assert Path(df.loc[0, "brain_truth"]) == truth.resolve()
+    assert df.loc[1, "brain_truth"] == ""
+    run = tmp_path / "runs" / "r" / "01_cohort"
+    run.mkdir(parents=True)
+    again = load_manifest(write_manifest(df, run / "study_manifest.csv"))
+    assert Path(again.loc[0, "brain_truth"]) == truth.resolve()

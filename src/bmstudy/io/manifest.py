@@ -19,7 +19,9 @@ from .headers import Problem, header_problems
 REQUIRED_COLUMNS: tuple[str, ...] = (
     "patient_id", "site", "split", "age", "sex", "cancer_type", "image", "mask", "manual_seconds",
 )
-PATH_COLUMNS: tuple[str, ...] = ("image", "mask", "brain_mask")
+#: Columns holding file paths, resolved against the manifest's folder (``brain_truth``: the synthetic
+#: cohort's true brain mask, for the stripping report; optional like ``brain_mask``).
+PATH_COLUMNS: tuple[str, ...] = ("image", "mask", "brain_mask", "brain_truth")
 SPLITS: frozenset[str] = frozenset({"train", "test", "external", ""})
 SEXES: frozenset[str] = frozenset({"M", "F"})
 CANCER_TYPES: tuple[str, ...] = ("lung", "other")

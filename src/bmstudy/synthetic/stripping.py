@@ -51,8 +51,8 @@ def stripping_dice(manifest: pd.DataFrame, preprocessed_dir: PathLike, *, base_d
     preprocessed_dir : str or Path
         Preprocessing output folder (``<pid>/brain.npy`` and ``<pid>/meta.json``).
     base_dir : str or Path, optional
-        Folder relative ``brain_truth`` paths are resolved against (the manifest's folder; the
-        manifest reader resolves only ``image``/``mask``/``brain_mask``). Default: next to ``image``'s
+        Folder relative ``brain_truth`` paths are resolved against (``load_manifest`` already makes
+        them absolute, so this matters only for hand-built frames). Default: next to ``image``'s
         cohort folder (``<cohort>/images/x`` -> ``<cohort>``), else the working directory.
     only_stripped : bool, default=True
         Only cases the manifest gives no brain mask (those the stripper produced).
