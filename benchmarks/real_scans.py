@@ -80,14 +80,16 @@ def score_case(case: Path, pred_path: Path, min_ml: float) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="runs/default/03_training", help="training output folder")
-    ap.add_argument("--real-dir", default="../shared/data/real")
+    ap.add_argument("--real-dir", default=None, help="real scans (default: ../shared/data/real beside the repository)")
     ap.add_argument("--out", default=None, help="prediction folder (default: a temporary folder, removed)")
     ap.add_argument("--min-ml", type=float, default=0.1, help="smallest false-positive component counted (mL)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary predictions")
     ap.add_argument("--cases", type=int, default=None, help="only the first N cases (a quick end-to-end check)")
     ap.add_argument("--predict-args", default="", help="extra 'bmstudy predict' options, e.g. '--tta'")
     args = ap.parse_args()
-    model, real = Path(args.model), Path(args.real_dir)
+    from bmstudy.synthetic.preview import default_real_dir
+
+    model, real = Path(args.model), Path(args.real_dir) if args.real_dir else default_real_dir()
     if not (model / "model_best.keras").is_file():
         print(json.dumps({"error": f"no trained model at {model} (model_best.keras)"}))
         return 2

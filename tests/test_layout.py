@@ -133,6 +133,18 @@ def test_notebooks_hold_no_profile_tables(path):
             assert token not in src, f"{path.name} code cell {i}: {token!r}: settings come from the plan"
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebooks_are_valid_nbformat_with_cell_ids(path):
+    """nbformat 4.5 cells need unique ids (papermill warned 'Cell is missing an id field' on every run)."""
+    import nbformat
+
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    ids = [c.get("id") for c in nb["cells"]]
+    assert None not in ids, f"{path.name}: cells {[i for i, x in enumerate(ids) if x is None]} have no id"
+    assert len(set(ids)) == len(ids), f"{path.name}: duplicate cell ids"
+    nbformat.validate(nbformat.reads(path.read_text(encoding="utf-8"), as_version=4))
+
+
 def test_sliding_window_imports_no_tensorflow():
     code = ("import sys; import bmstudy.inference.sliding_window; import bmstudy.plan, bmstudy.cases; "
             "print('tensorflow' in sys.modules, 'keras' in sys.modules)")

@@ -356,3 +356,25 @@ def test_invalid_arguments():
         plan_case(TINY, "elsewhere", 1)
     with pytest.raises(ValueError, match="n_internal"):
         synth_params("tiny", n_internal=1)
+
+
+def test_synth_preview_gets_the_real_scans_folder(tmp_path, monkeypatch):
+    """``bmstudy synth --preview`` shows a real scan: ``--real-scans DIR``, else ``$BMSTUDY_SHARED_DATA/real``
+    (``make study``'s montage had no real column although ../shared/data/real was there)."""
+    import argparse
+
+    from bmstudy.synthetic import cohort as synthetic
+    from bmstudy.synthetic.preview import default_real_dir
+
+    seen = []
+    monkeypatch.setattr(synthetic, "generate_cohort", lambda *a, **k: tmp_path / "data_manifest.csv")
+    monkeypatch.setattr(synthetic, "write_preview", lambda m, png, real_dir=None: seen.append(real_dir) or png)
+    parser = argparse.ArgumentParser()
+    synthetic.add_cli_arguments(parser)
+    base = ["--out", str(tmp_path), "--preview"]
+    assert synthetic.cli_main(parser.parse_args(base + ["--real-scans", str(tmp_path / "r")])) == 0
+    monkeypatch.setenv("BMSTUDY_SHARED_DATA", str(tmp_path / "shared"))
+    assert synthetic.cli_main(parser.parse_args(base)) == 0
+    assert seen == [tmp_path / "r", tmp_path / "shared" / "real"] and default_real_dir() == seen[1]
+    monkeypatch.delenv("BMSTUDY_SHARED_DATA")
+    assert default_real_dir() == Path(synthetic.__file__).resolve().parents[3].parent / "shared" / "data" / "real"

@@ -16,7 +16,7 @@ from . import acquisition, anatomy, cohort, fields, lesions, plans, preview, str
 from .anatomy import TISSUE_LABELS, head_anatomy
 from .cohort import STATUS_COLUMNS, case_files, cohort_table, generate_cohort, reference_manifest, render_case
 from .plans import PATTERNS, SITES, CasePlan, LesionPlan, plan_case, plan_cohort
-from .preview import write_preview
+from .preview import default_real_dir, write_preview
 
 __all__ = [
     # modules
@@ -25,5 +25,5 @@ __all__ = [
     "PATTERNS", "SITES", "LesionPlan", "CasePlan", "plan_case", "plan_cohort",
     # rendering and cohorts
     "TISSUE_LABELS", "head_anatomy", "render_case", "case_files", "cohort_table", "generate_cohort",
-    "reference_manifest", "STATUS_COLUMNS", "write_preview",
+    "reference_manifest", "STATUS_COLUMNS", "write_preview", "default_real_dir",
 ]

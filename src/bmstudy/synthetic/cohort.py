@@ -56,7 +56,7 @@ from .anatomy import head_anatomy
 from .fields import voxel_affine
 from .lesions import annotator_mask, render_lesions
 from .plans import CasePlan, plan_cohort
-from .preview import write_preview
+from .preview import default_real_dir, write_preview
 from .vessels import render_vessels
 
 __all__ = [
@@ -214,9 +214,13 @@ def _save_nifti(arr: np.ndarray, affine: np.ndarray, path: Path) -> None:
         nib.save(img, tmp)
 
 
+#: Modules of :mod:`bmstudy.synthetic` that only report on a cohort (montage, stripping Dice): not in the case hash.
+_REPORT_MODULES = ("preview.py", "stripping.py")
+
+
 @lru_cache(maxsize=1)
 def generator_source_hash() -> str:
-    """Hash of the generator's source code (the modules of :mod:`bmstudy.synthetic` except the preview).
+    """Hash of the generator's source code (the modules of :mod:`bmstudy.synthetic` except the report ones).
 
     A change to the rendering code changes the hash, so a re-run re-renders the cases (a version
     string would have to be bumped by hand). Parameter values enter the case hash separately
@@ -229,7 +233,7 @@ def generator_source_hash() -> str:
     """
     here = Path(__file__).resolve().parent
     modules = [__package__ if f.stem == "__init__" else f"{__package__}.{f.stem}"
-               for f in sorted(here.glob("*.py")) if f.name != "preview.py"]
+               for f in sorted(here.glob("*.py")) if f.name not in _REPORT_MODULES]
     return source_hash(*modules)[:16]
 
 
@@ -357,6 +361,9 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-j", "--jobs", type=int, default=None, help="parallel processes (default: cores, max 4)")
     parser.add_argument("--preview", nargs="?", const="", default=None, metavar="PNG",
                         help="write a PNG montage (default OUT/preview.png)")
+    parser.add_argument("--real-scans", default=None, metavar="DIR",
+                        help="real CE-T1 scans for the preview's last column (default: ../shared/data/real "
+                             "beside the repository, or $BMSTUDY_SHARED_DATA/real)")
     parser.add_argument("--force", action="store_true", help="re-render cases even if already written")
 
 
@@ -377,5 +384,6 @@ def cli_main(args: argparse.Namespace) -> int:
                                n_internal=args.n_internal, n_external=args.n_external)
     print(manifest)
     if args.preview is not None:
-        print(write_preview(manifest, args.preview or None))
+        real = Path(args.real_scans) if args.real_scans else default_real_dir()
+        print(write_preview(manifest, args.preview or None, real_dir=real))
     return 0

@@ -5,6 +5,7 @@ at the same window (``window``, z units), so synthetic and real contrast can be 
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,17 @@ from ..io.manifest import load_manifest
 from ..utils import PathLike, atomic_path
 from .stripping import _truth_path
 
-__all__ = ["write_preview", "find_real_scan"]
+__all__ = ["write_preview", "find_real_scan", "default_real_dir"]
 
 _REAL_IMAGE = "T1c_subtrMeanDivStd.nii.gz"
+
+
+def default_real_dir() -> Path:
+    """Where the preview looks for real scans: ``$BMSTUDY_SHARED_DATA/real``, else ``../shared/data/real``
+    beside the repository checkout (it may not exist: the preview then shows a note)."""
+    shared = os.environ.get("BMSTUDY_SHARED_DATA")
+    base = Path(shared) if shared else Path(__file__).resolve().parents[3].parent / "shared" / "data"
+    return base / "real"
 
 
 def find_real_scan(real_dir: PathLike | None) -> dict[str, Path] | None:
@@ -125,7 +134,7 @@ def write_preview(manifest_path: PathLike, png_path: PathLike | None = None, n_c
     else:
         for i in range(3):
             axs[i, -1].axis("off")
-        axs[1, -1].text(0.5, 0.5, "no real scan found\n(../shared/data/real absent)", ha="center", va="center",
+        axs[1, -1].text(0.5, 0.5, f"no real scan found\n({real_dir} absent)", ha="center", va="center",
                         fontsize=8, transform=axs[1, -1].transAxes)
     fig.suptitle(f"same window: brain z-score {window[0]:g}..{window[1]:g}", fontsize=9)
     fig.tight_layout()
