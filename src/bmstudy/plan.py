@@ -424,8 +424,8 @@ class TrainConfig:
         cases, ``benchmarks/train_seeds.py``): nnU-Net's 1/3 foreground with 12 x 25 steps learned
         almost nothing (whole-volume validation Dice <= 0.15, median test Dice 0.03); 2/3 foreground
         with 12 x 50 steps gave median test Dice 0.751, external 0.470, and validation Dice still rising
-        at the last epoch (0.62), hence 18 x 50 steps (25-100 min of training on 2 cores, by CPU). See the book's deviations
-        page for the seed table."""
+        at the last epoch (0.62), hence 18 x 50 steps (1.5-3.4 s per step on 2 cores, by CPU). See the book's
+        deviations page for the seed table."""
         base: dict[str, Any]
         if name == "paper":
             base = {}
