@@ -117,7 +117,7 @@ def test_train_kill_and_resume_continues_checkpoint(tmp_path):
     assert cases["epoch"].tolist() == [0, 1] and len(set(cases["patient_id"])) == 1
     rec = json.loads((out / "train_config.json").read_text(encoding="utf-8"))
     assert rec["status"] == "complete" and rec["inference_patch"] == 64 and rec["inference_stride"] == 32
-    assert rec["op_determinism"] is True and rec["monitor"] == "val_case_dice"
+    assert rec["determinism"]["op_determinism"] is True and rec["monitor"] == "val_case_dice"
     assert rec["preprocessing"] == PARAMS and rec["val_cases"] and not set(rec["val_cases"]) & set(rec["train_cases"])
     assert any((out / "logs").rglob("*tfevents*"))
     model, config = load_trained(out)

@@ -338,7 +338,7 @@ class TrainConfig:
     replaced); ``precise_bn_patches > 0`` re-estimates BatchNorm statistics on that many random head
     patches before each whole-volume validation and model export. ``lr_schedule``: ``constant``
     (the paper), ``poly`` (nnU-Net: ``lr * (1 - step/total)^0.9``) or ``cosine``. ``deterministic``:
-    ``tf.config.experimental.enable_op_determinism()``.
+    op determinism and one inter-op thread (:mod:`bmstudy.training.determinism`), so a run repeats exactly.
     """
 
     profile: str = "paper"

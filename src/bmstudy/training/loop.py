@@ -28,13 +28,15 @@ Outputs of ``train(preprocessed_dir, manifest_df, out_dir, config)`` in ``out_di
 - ``training_log.csv`` (CSVLogger, appended on resume), ``logs/`` (TensorBoard), ``train_config.json``
   (the config, train/validation case ids, top-level ``inference_patch``, ``inference_stride``,
   ``preprocessing`` copied from the cases' ``meta.json``, package versions, timing, status, and
-  ``op_determinism``: whether TensorFlow op determinism was on; measured on the 2-core CPU with oneDNN,
-  that does NOT make two runs bit-identical, see ``book/deviations.md``).
+  ``determinism``: ``op_determinism``, ``inter_op_threads`` and ``deterministic``, whether the run is
+  expected to repeat exactly, see :mod:`bmstudy.training.determinism`).
 
-Determinism (``config.deterministic``): ``keras.utils.set_random_seed(seed)`` always;
-``tf.config.experimental.enable_op_determinism()`` as well when set (patches and augmentation are
-already a pure function of ``(seed, index)``). Op determinism is process-wide and stays on once
-enabled. Measured: two CPU runs (oneDNN on) still differ by ~1e-5 in the loss from the first epoch.
+Determinism (``config.deterministic``, default on): ``keras.utils.set_random_seed(seed)`` always;
+op determinism and ONE inter-op thread as well when set (:func:`.determinism.configure_determinism`,
+called before TensorFlow's runtime starts; patches and augmentation are already a pure function of
+``(seed, index)``). Measured on the 2-core CPU (oneDNN on): with both, two runs with one seed write a
+byte-identical ``training_log.csv``; with op determinism alone they differ from the first epochs.
+Both settings are process-wide and stay on once set.
 
 Multi-GPU: ``tf.distribute.MirroredStrategy`` when more than one GPU is visible. Mixed precision
 (``mixed_float16``, loss scaling by Keras) only when requested AND a GPU is present.
@@ -194,7 +196,7 @@ def _start_record(config: TrainConfig, preprocessed_dir: Path, ids: Sequence[str
         "inference_patch": config.inference_patch, "inference_stride": config.inference_stride,
         "preprocessing": _preprocessing_record(preprocessed_dir, ids),
         "train_cases": train_ids, "val_cases": val_ids, "monitor": monitor,
-        "versions": _versions(), "status": "running", "op_determinism": bool(config.deterministic),
+        "versions": _versions(), "status": "running",
     }
 
 
@@ -316,18 +318,24 @@ def _callbacks(out_dir: Path, config: TrainConfig, monitor: str, best: float, in
     return callbacks
 
 
-def _strategy(config: TrainConfig) -> tuple[Any, bool]:
-    """``(Distribution, use mixed precision)``: the strategy of ``config.strategy`` (see
-    :mod:`bmstudy.training.distribute`, which logs replicas and global batch); mixed precision only on a GPU."""
+def _strategy(config: TrainConfig) -> tuple[Any, bool, dict[str, Any]]:
+    """``(Distribution, use mixed precision, determinism record)``.
+
+    Configures determinism first (it must precede the runtime's start, which making the strategy
+    triggers), then makes the strategy of ``config.strategy`` (see :mod:`bmstudy.training.distribute`,
+    which logs replicas and global batch); mixed precision only on a GPU.
+    """
     import tensorflow as tf
 
+    from .determinism import configure_determinism
     from .distribute import distribution
 
+    det = configure_determinism(config.deterministic, config.strategy)
     dist = distribution(config)
     gpus = tf.config.list_physical_devices("GPU")
     if config.mixed_precision and not gpus:
         log.warning("mixed_precision requested but no GPU is visible: training in float32")
-    return dist, bool(config.mixed_precision and gpus)
+    return dist, bool(config.mixed_precision and gpus), det
 
 
 def _fit(out_dir: Path, preprocessed_dir: Path, train_ids: list[str], val_ids: list[str], config: TrainConfig,
@@ -364,13 +372,10 @@ def _fit(out_dir: Path, preprocessed_dir: Path, train_ids: list[str], val_ids: l
 
 
 def _seed_everything(config: TrainConfig) -> None:
-    """Seed Python, numpy and TensorFlow; switch on op determinism when ``config.deterministic``."""
+    """Seed Python, numpy and TensorFlow (determinism itself is configured in :func:`_strategy`)."""
     import keras
-    import tensorflow as tf
 
     keras.utils.set_random_seed(config.seed)
-    if config.deterministic:
-        tf.config.experimental.enable_op_determinism()
 
 
 # ----------------------------------------------------------------------------- train
@@ -428,10 +433,11 @@ def train(preprocessed_dir: PathLike, manifest_df: pd.DataFrame, out_dir: PathLi
     state = resume_state(out_dir, config) if resume else None
     from . import distribute  # strategy, global batch (= batch_size x replicas), chief-only writing
 
-    dist, use_mp = _strategy(config)
+    dist, use_mp, det = _strategy(config)
     distribute.check_resume(out_dir, state, dist)
     distribute.check_same_start(dist, int(state["epoch"]) if state else 0)
-    record = {**_start_record(config, preprocessed_dir, ids, train_ids, val_ids, monitor), **dist.record()}
+    record = {**_start_record(config, preprocessed_dir, ids, train_ids, val_ids, monitor), **dist.record(),
+              "determinism": det}
     with distribute.writable_dir(dist, out_dir) as work_dir:  # out_dir on the chief, a temp folder elsewhere
         atomic_write_json(work_dir / CONFIG_FILE, record)
         t0 = time.perf_counter()

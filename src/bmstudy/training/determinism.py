@@ -1,0 +1,84 @@
+"""Run-to-run determinism of training on one machine: what is switched on, and whether it held.
+
+``tf.keras.utils.set_random_seed`` + ``tf.config.experimental.enable_op_determinism()`` are not
+enough on a CPU with oneDNN: measured on the 2-core CI machine (tiny profile, 3 epochs x 3 steps,
+``benchmarks/determinism.py``), 4 of 4 runs with one seed gave 4 different ``training_log.csv``
+(with or without whole-volume validation and precise BatchNorm, also with one intra-op thread),
+while with ONE inter-op thread every run was byte-identical. Independent ops that TensorFlow runs
+concurrently in its inter-op pool share the intra-op (oneDNN) threads, so how a convolution's
+reduction is split, and therefore its float rounding, depends on what ran beside it.
+
+So a deterministic run (``TrainConfig.deterministic``, the default) also sets
+``tf.config.threading.set_inter_op_parallelism_threads(1)``. That must happen before TensorFlow's
+runtime is initialised in the process; when it is too late (a notebook or a test that already used
+TensorFlow), the run trains anyway, logs a warning and is recorded as not deterministic. Multi-replica
+strategies (``mirrored``, ``multi_worker``) keep the default inter-op pool: their collective ops
+wait on each other and one inter-op thread would serialise (or stall) them, so they are recorded as
+op-deterministic only. TensorFlow is imported only inside functions.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ..utils import get_logger
+
+log = get_logger(__name__)
+
+#: TensorFlow's own environment variable for the inter-op pool size (read when the runtime starts).
+INTEROP_ENV = "TF_NUM_INTEROP_THREADS"
+
+#: Strategies that run on one replica, where one inter-op thread is safe.
+_SINGLE_REPLICA = ("default", "auto")
+
+
+def inter_op_threads() -> int:
+    """The inter-op pool size TensorFlow is (or will be) configured with; 0 = TensorFlow's default."""
+    import tensorflow as tf
+
+    n = int(tf.config.threading.get_inter_op_parallelism_threads())
+    if n == 0:
+        try:
+            n = int(os.environ.get(INTEROP_ENV, "0") or 0)
+        except ValueError:
+            n = 0
+    return n
+
+
+def configure_determinism(deterministic: bool, strategy: str) -> dict[str, Any]:
+    """Switch on what makes training repeatable; call before TensorFlow's runtime is first used.
+
+    Parameters
+    ----------
+    deterministic : bool
+        ``TrainConfig.deterministic``. ``False`` changes nothing.
+    strategy : str
+        ``TrainConfig.strategy``. ``auto`` counts as one replica unless several GPUs are visible.
+
+    Returns
+    -------
+    dict
+        ``op_determinism`` (op determinism switched on), ``inter_op_threads`` (the pool size now, 0 =
+        TensorFlow's default) and ``deterministic``: whether the run is expected to repeat exactly on
+        this machine (op determinism AND one inter-op thread), for ``train_config.json``.
+    """
+    import tensorflow as tf
+
+    if not deterministic:
+        return {"op_determinism": False, "inter_op_threads": inter_op_threads(), "deterministic": False}
+    tf.config.experimental.enable_op_determinism()
+    single = strategy in _SINGLE_REPLICA
+    if strategy == "auto" and len(tf.config.list_physical_devices("GPU")) > 1:
+        single = False
+    if single and inter_op_threads() != 1:
+        try:
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+        except RuntimeError as exc:  # the runtime is already initialised in this process
+            log.warning("deterministic training asked, but TensorFlow was already initialised with %d inter-op "
+                        "thread(s) (%s); this run may not repeat exactly. Set %s=1 or train in a fresh process.",
+                        inter_op_threads(), exc, INTEROP_ENV)
+    threads = inter_op_threads()
+    ok = bool(single and threads == 1)
+    if not single:
+        log.info("strategy %s: op determinism on, inter-op pool left at its default (several replicas)", strategy)
+    return {"op_determinism": True, "inter_op_threads": threads, "deterministic": ok}
