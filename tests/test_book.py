@@ -162,6 +162,22 @@ def test_provenance_page_shows_the_plan_and_no_absolute_paths(built, repo_root):
         assert str(root) not in prov, root
 
 
+def test_provenance_page_says_whether_training_was_deterministic(tmp_path):
+    from bmstudy.reporting.provenance_page import provenance_page
+
+    (tmp_path / "provenance.json").write_text(json.dumps({"run": "r", "stages": {}}), encoding="utf-8")
+    for name, det in (("03_training", {"op_determinism": True, "inter_op_threads": 1, "deterministic": True}),
+                      ("09_retrain", {"op_determinism": True, "inter_op_threads": 0, "deterministic": False})):
+        (tmp_path / name).mkdir()
+        rec = {"status": "complete", "config": {"seed": 4}, "determinism": det}
+        (tmp_path / name / "train_config.json").write_text(json.dumps(rec), encoding="utf-8")
+    page = provenance_page(tmp_path, repo_root=None)
+    row = page[page.index("Training `03_training` (seed 4)"):]
+    assert row[:row.index("</tr>")].count("deterministic: yes") == 1
+    row = page[page.index("Training `09_retrain` (seed 4)"):]
+    assert "deterministic: no: op determinism on, 0 inter-op thread(s)" in row[:row.index("</tr>")]
+
+
 def test_published_book_has_no_absolute_paths(built, repo_root):
     html = built["html"]
     chapter = (html / "chapters" / "05_metrics.html").read_text(encoding="utf-8")

@@ -182,7 +182,7 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def _overview(prov: Mapping[str, Any], show: PathDisplay) -> str:
+def _overview(prov: Mapping[str, Any], show: PathDisplay, run: Path) -> str:
     git = prov.get("git") or {}
     man = prov.get("manifest") or {}
     plan = prov.get("plan") or {}
@@ -193,7 +193,25 @@ def _overview(prov: Mapping[str, Any], show: PathDisplay) -> str:
             ("Data manifest", show.path(man.get("path")) or man.get("source")), ("Manifest SHA-256", man.get("sha256")),
             ("User parameters", json.dumps(show.value(prov.get("user_parameters") or {}), sort_keys=True)),
             ("Last updated", prov.get("updated"))]
-    return kv_table(rows)
+    return kv_table(rows + _training_rows(run))
+
+
+def _training_rows(run: Path) -> list[tuple[str, str]]:
+    """Rows on how the run's model was trained: seed and whether training was deterministic."""
+    rows = []
+    for path in sorted(run.glob("*/train_config.json")):
+        rec = _read_json(path) or {}
+        det = rec.get("determinism") or {}
+        if det.get("deterministic"):
+            text = "yes: op determinism and one inter-op thread; the same seed repeats this training exactly"
+        elif det:
+            text = (f"no: op determinism {'on' if det.get('op_determinism') else 'off'}, "
+                    f"{det.get('inter_op_threads')} inter-op thread(s) (0 = default); a rerun may differ")
+        else:
+            text = "not recorded (trained before determinism was recorded)"
+        seed = (rec.get("config") or {}).get("seed")
+        rows.append((f"Training `{path.parent.name}` (seed {seed})", f"{rec.get('status', '?')}; deterministic: {text}"))
+    return rows
 
 
 def _stage_rows(stages: Mapping[str, Any]) -> list[str]:
@@ -234,7 +252,7 @@ def provenance_page(run_dir: PathLike, stages: Sequence[Any] = (), repo_root: Pa
     show = PathDisplay.for_run(run, prov, repo_root)
     lines += ["Paths are shown relative to the run folder when inside it, else relative to the repository; "
               f"other paths of the machine by their file name only (`{ELSEWHERE}name`).", "",
-              _overview(prov, show), "", "## Study plan", ""]
+              _overview(prov, show, run), "", "## Study plan", ""]
     plan_path = run / str((prov.get("plan") or {}).get("path") or "plan.json")
     plan = _read_json(plan_path) if plan_path.is_file() else None
     if plan is None:
