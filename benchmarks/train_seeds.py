@@ -6,7 +6,8 @@ For each seed: train (``bmstudy.training.train``) on the manifest's ``train`` sp
 external Dice, the lesion-wise sensitivity for lesions > 10 mm (test split, pooled), the epoch kept,
 the lowest whole-volume validation Dice after epoch 3, and wall times. The summary adds the spread
 (max - min) of each across seeds and checks the issue-11 targets. Prints JSON (also written to
-``OUT/train_seeds.json``).
+``OUT/train_seeds.json``; each seed's row as soon as it is done to ``OUT/seedN/result.json``). A killed
+run resumes: training continues from its checkpoint, preprocessing and prediction skip finished cases.
 
     python benchmarks/train_seeds.py                          # default cohort, seeds 0 1 2 (~25 min/seed on 2 cores)
     python benchmarks/train_seeds.py --manifest /tmp/tiny/data_manifest.csv --epochs 1 --steps 2 \\
@@ -19,6 +20,7 @@ Preprocessing is shared by all seeds (cached in ``OUT/preprocessed``).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -97,7 +99,8 @@ def _seed_result(model_dir: Path, eval_dir: Path, seconds: dict[str, float]) -> 
         "epoch_kept": (int(state["best_epoch"]) + 1) if state.get("best_epoch") is not None else None,
         "best_" + str(state.get("monitor")): state.get("best"),
         "min_val_case_dice_after_epoch3": float(after3.min()) if len(after3) else float("nan"),
-        "op_determinism": rec.get("op_determinism", rec.get("deterministic")),
+        "deterministic": (rec.get("determinism") or {}).get("deterministic"),
+        "training_log_md5": hashlib.md5((model_dir / "training_log.csv").read_bytes()).hexdigest(),
         "seconds": {k: round(v, 1) for k, v in seconds.items()},
         "val_case_dice_per_epoch": [None if not np.isfinite(v) else round(float(v), 4)
                                     for v in log.get("val_case_dice", pd.Series([], dtype=float))],
@@ -121,7 +124,12 @@ def _run_seed(args: argparse.Namespace, manifest_df: Any, pre_dir: Path, out: Pa
     t0 = time.perf_counter()
     evaluate_cohort(manifest_df, seed_dir / "predictions", seed_dir / "evaluation", progress=False, n_jobs=args.jobs)
     times["evaluate"] = time.perf_counter() - t0
-    return {"seed": seed, **_seed_result(Path(model_dir), seed_dir / "evaluation", times)}
+    row = {"seed": seed, **_seed_result(Path(model_dir), seed_dir / "evaluation", times)}
+    from bmstudy.utils import atomic_write_json
+
+    atomic_write_json(seed_dir / "result.json", row)  # kept if a later seed is killed
+    print(json.dumps(row, default=str), flush=True)
+    return row
 
 
 def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:

@@ -5,7 +5,7 @@ CPU peak = the process's max RSS; GPU peak = TensorFlow's peak allocator bytes o
 
     python benchmarks/train_step.py                         # 64^3 (cpu profile batch) and 128^3 batch 1
     python benchmarks/train_step.py --patch 128 --batch 4 --mixed-precision   # on a GPU
-    python benchmarks/train_step.py --patch 32 --batch 1 --deterministic both   # cost of op determinism
+    python benchmarks/train_step.py --patch 32 --batch 1 --deterministic both   # cost of determinism
     python benchmarks/train_step.py --patch 64 --norm batch instance            # normalisation variants
     python benchmarks/train_step.py --pipeline                                   # sampler+augmentation s/sample
 
@@ -36,8 +36,10 @@ def _one(patch: int, batch: int, steps: int, mixed: bool, deterministic: bool = 
 
     gpus = tf.config.list_physical_devices("GPU")
     keras.utils.set_random_seed(0)
-    if deterministic:
-        tf.config.experimental.enable_op_determinism()
+    if deterministic:  # as training does: op determinism + one inter-op thread (before the runtime starts)
+        from bmstudy.training.determinism import configure_determinism
+
+        configure_determinism(True, "default")
     if mixed and gpus:
         keras.mixed_precision.set_global_policy("mixed_float16")
     t0 = time.perf_counter()
@@ -87,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=5, help="timed steps after the first (tracing) step")
     p.add_argument("--mixed-precision", action="store_true", help="also run with mixed_float16 (GPU only)")
     p.add_argument("--deterministic", choices=("off", "on", "both"), default="off",
-                   help="tf.config.experimental.enable_op_determinism(); 'both' runs each configuration twice")
+                   help="op determinism + one inter-op thread, as deterministic training; 'both' runs each configuration twice")
     p.add_argument("--norm", nargs="+", default=["batch"], choices=("batch", "group", "instance"))
     p.add_argument("--pipeline", action="store_true",
                    help="only time the input pipeline: PatchSampler.sample with and without augmentation")
