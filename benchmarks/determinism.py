@@ -65,6 +65,8 @@ def _md5(path: Path) -> str:
 
 
 def main() -> int:
+    from bmstudy.utils import atomic_write_json
+
     a = _parse()
     out = Path(a.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -88,9 +90,7 @@ def main() -> int:
     result = {"profile": a.profile, "seed": a.seed, "epochs": a.epochs, "steps_per_epoch": a.steps,
               "deterministic": a.deterministic, "runs": runs,
               "identical": len({r["training_log_md5"] for r in runs}) == 1}
-    tmp = out / "determinism.json.tmp"
-    tmp.write_text(json.dumps(result, indent=2), encoding="utf-8")
-    os.replace(tmp, out / "determinism.json")
+    atomic_write_json(out / "determinism.json", result)
     print(json.dumps(result, indent=2))
     return 0
 

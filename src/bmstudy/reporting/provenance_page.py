@@ -19,7 +19,7 @@ from ..utils import PathLike, get_logger
 
 log = get_logger("bmstudy.reporting.provenance_page")
 
-__all__ = ["REPO_ROOT", "PathDisplay", "provenance_page", "plan_tables", "dirty_suffix", "kv_table"]
+__all__ = ["REPO_ROOT", "PathDisplay", "provenance_page", "plan_tables", "dirty_suffix", "kv_table", "determinism_text"]
 
 
 def _find_repo_root() -> Path | None:
@@ -196,21 +196,25 @@ def _overview(prov: Mapping[str, Any], show: PathDisplay, run: Path) -> str:
     return kv_table(rows + _training_rows(run))
 
 
+def determinism_text(det: Mapping[str, Any] | None) -> str:
+    """Whether a training run was deterministic, from its ``train_config.json`` ``determinism`` record."""
+    det = det or {}
+    if det.get("deterministic"):
+        return "yes: op determinism and one inter-op thread; the same seed repeats this training exactly"
+    if det:
+        return (f"no: op determinism {'on' if det.get('op_determinism') else 'off'}, "
+                f"{det.get('inter_op_threads')} inter-op thread(s) (0 = default); a rerun may differ")
+    return "not recorded (trained before determinism was recorded)"
+
+
 def _training_rows(run: Path) -> list[tuple[str, str]]:
     """Rows on how the run's model was trained: seed and whether training was deterministic."""
     rows = []
     for path in sorted(run.glob("*/train_config.json")):
         rec = _read_json(path) or {}
-        det = rec.get("determinism") or {}
-        if det.get("deterministic"):
-            text = "yes: op determinism and one inter-op thread; the same seed repeats this training exactly"
-        elif det:
-            text = (f"no: op determinism {'on' if det.get('op_determinism') else 'off'}, "
-                    f"{det.get('inter_op_threads')} inter-op thread(s) (0 = default); a rerun may differ")
-        else:
-            text = "not recorded (trained before determinism was recorded)"
         seed = (rec.get("config") or {}).get("seed")
-        rows.append((f"Training `{path.parent.name}` (seed {seed})", f"{rec.get('status', '?')}; deterministic: {text}"))
+        rows.append((f"Training `{path.parent.name}` (seed {seed})",
+                     f"{rec.get('status', '?')}; deterministic: {determinism_text(rec.get('determinism'))}"))
     return rows
 
 
