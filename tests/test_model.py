@@ -139,3 +139,18 @@ def test_group_and_instance_norm_replace_every_batchnorm_and_precise_bn_averages
     variances = [float(b.var()) for b in batches]  # the mean of the batch variances, not the momentum blend
     np.testing.assert_allclose(np.asarray(first.moving_variance), [np.mean(variances)] * 3, rtol=1e-3)
     assert first.momentum == pytest.approx(0.99)  # restored
+
+
+def test_groupnorm_model_round_trips_through_a_keras_file(tmp_path):
+    """The cpu profile's GroupNorm model reloads (``custom_objects``) and predicts what it predicted before saving."""
+    import keras
+
+    from bmstudy.training.model import build_model, custom_objects, norm_layers
+
+    model = build_model(None, None, 0.1, norm="group")
+    x = np.random.default_rng(1).normal(size=(1, 32, 32, 32, 1)).astype(np.float32)
+    before = np.asarray(model.predict_on_batch(x))
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras", custom_objects=custom_objects(), compile=False)
+    assert norm_layers(loaded, "batch") == [] and len(norm_layers(loaded, "group")) == len(norm_layers(model, "group"))
+    np.testing.assert_allclose(np.asarray(loaded.predict_on_batch(x)), before, atol=1e-6)

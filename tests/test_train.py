@@ -25,6 +25,8 @@ def test_profiles_follow_the_paper_and_budget():
     assert cpu.lesion_fraction == pytest.approx(2 / 3) and cpu.background_sampling == "head"
     assert cpu.monitor == "val_case_dice" and cpu.val_every >= 1 and cpu.lr_schedule == "poly"
     assert cpu.deterministic
+    # per-sample GroupNorm at the cpu profile: BatchNorm on batches of 2 failed in eval mode (seed 1)
+    assert (cpu.norm, cpu.precise_bn_patches) == ("group", 0)
     # the paper profile keeps BatchNorm, constant Adam 1e-4 and patch-loss selection
     assert (paper.norm, paper.lr_schedule, paper.monitor, paper.precise_bn_patches) == ("batch", "constant", "val_loss", 0)
     with pytest.raises(ValueError, match="norm"):
