@@ -80,10 +80,23 @@ def test_mixed_precision_clones_the_study_network():
     """The ResNet-34 U-Net (a nested encoder model) clones under the policy with the same weights."""
     from bmstudy.training.model import build_model
 
+    import keras
+
+    keras.utils.set_random_seed(0)
     model = build_model(None, decoder_dropout=0.5)
     fn = network.make_predict_fn(model, precision="mixed_bfloat16")
+    assert fn.model is not model
+    for a, b in zip(fn.model.get_weights(), model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)  # the same weights, variables kept in float32
+    nested = [layer for layer in fn.model.layers if isinstance(layer, keras.Model)]
+    assert nested and all(inner.dtype_policy.name == "mixed_bfloat16" for m in nested for inner in m.layers[1:])
     x = _x(1, 32)
-    np.testing.assert_allclose(fn(x), np.asarray(model(x, training=False)), atol=0.1)
+    got, ref = fn(x), np.asarray(model(x, training=False))
+    err = np.abs(got - ref)
+    # bfloat16 keeps 8 bits of mantissa; through ~40 layers of an untrained network a few voxels near
+    # saturation move by up to ~0.25 (seen in CI), so bound the typical error, not the single worst voxel.
+    assert err.mean() < 0.02 and np.quantile(err, 0.99) < 0.1, (err.mean(), np.quantile(err, 0.99), err.max())
+    assert np.corrcoef(got.ravel(), ref.ravel())[0, 1] > 0.95
 
 
 def test_out_of_memory_batch_is_split(small_model):
