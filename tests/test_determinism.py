@@ -59,7 +59,8 @@ def test_two_runs_with_one_seed_write_identical_training_logs(tmp_path):
         out = tmp_path / name
         cmd = [sys.executable, "-m", "bmstudy.training.distribute_cli", "--preprocessed", str(tmp_path / "pre"),
                "--manifest", str(tmp_path / "manifest.csv"), "--out", str(out), "--profile", "tiny",
-               "--epochs", "3", "--steps-per-epoch", "3", "--seed", "3"]
+               "--epochs", "3", "--steps-per-epoch", "3", "--seed", "3",
+               "--set", "backbone=resnet18"]  # op determinism does not depend on the encoder; ~1/3 faster
         r = subprocess.run(cmd, env=_env(), capture_output=True, text=True, encoding="utf-8", timeout=900)
         assert r.returncode == 0, r.stderr[-3000:]
         rec = json.loads((out / "train_config.json").read_text(encoding="utf-8"))

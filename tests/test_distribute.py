@@ -21,7 +21,9 @@ from fake_preprocessed import write_cohort
 
 #: TrainConfig overrides of the subprocess runs: tiny profile, 2 steps, patch-loss validation only.
 _SMALL = ["--profile", "tiny", "--steps-per-epoch", "2", "--set", "val_every=0", "--set", "monitor=val_loss",
-          "--set", "precise_bn_patches=0", "--set", "decoder_dropout=0", "--set", "val_patches_per_case=2"]
+          "--set", "precise_bn_patches=0", "--set", "decoder_dropout=0", "--set", "val_patches_per_case=2",
+          # the distribution mechanics do not depend on the encoder; ResNet-18 builds its graph ~1/3 faster
+          "--set", "backbone=resnet18"]
 
 #: Tolerance of the mirrored-vs-single-device loss comparison (absolute, on a Dice+BCE loss ~0.9):
 #: BatchNorm statistics are per replica (1 patch each instead of 2 together), so the runs are not
