@@ -90,13 +90,13 @@ def test_stage_packages_exist_and_export_their_api():
         tree = ast.parse(init.read_text(encoding="utf-8"))
         assert any(isinstance(n, ast.Assign) and any(getattr(t, "id", "") == "__all__" for t in n.targets)
                    for n in tree.body), f"bmstudy/{name}/__init__.py must declare __all__"
-    assert (PKG / "plan.py").is_file() and (PKG / "cases.py").is_file()
+    assert (PKG / "plan" / "__init__.py").is_file() and (PKG / "cases.py").is_file()
 
 
 def test_profiles_live_only_in_plan():
     offenders = []
     for path in PKG.rglob("*.py"):
-        if path.name == "plan.py":
+        if path.parent == PKG / "plan":
             continue
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in tree.body:
@@ -106,7 +106,7 @@ def test_profiles_live_only_in_plan():
                 if any(getattr(t, "id", "") in ("PROFILES", "SYNTH_PRESETS") for t in targets) and \
                         isinstance(value, ast.Dict):
                     offenders.append(str(path.relative_to(ROOT)))
-    assert not offenders, f"profile tables outside bmstudy/plan.py: {offenders}"
+    assert not offenders, f"profile tables outside bmstudy/plan/: {offenders}"
 
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))

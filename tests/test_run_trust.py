@@ -91,7 +91,7 @@ def test_library_code_input_files_and_packages_enter_the_fingerprint(tmp_path, m
     first = _run(tmp_path, manifest=manifest)
     assert first.ran == ["01_a", "02_b", "03_c"] and _work(tmp_path) == ["01_a", "02_b", "03_c"]
     prov = json.loads((first.run_dir / "provenance.json").read_text(encoding="utf-8"))
-    assert "bmstudy/plan.py" in prov["stages"]["01_a"]["src_files"]  # recorded from the kernel's sys.modules
+    assert "bmstudy/plan/__init__.py" in prov["stages"]["01_a"]["src_files"]  # recorded from the kernel's sys.modules
     assert "bmstudy/_toy_eval.py" in prov["stages"]["03_c"]["src_files"]
     assert "bmstudy/_toy_eval.py" not in prov["stages"]["02_b"]["src_files"]
     assert len(prov["stages"]["01_a"]["inputs"]["files"]) == 3 and prov["stages"]["01_a"]["inputs"]["packages"]
