@@ -26,7 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("bmstudy.io.manifest", "validate a data manifest"),
     "split": ("bmstudy.io.split", "80/20 systematic-sampling split of the internal site"),
     "preprocess": ("bmstudy.preprocessing.cohort", "alignment check, resampling, skull stripping, Z-score, QC"),
-    "train": ("bmstudy.training.loop", "train the 3D U-Net (ResNet-34 encoder)"),
+    "train": ("bmstudy.training.train_cli", "train the 3D U-Net (ResNet-34 encoder)"),
     "predict": ("bmstudy.inference.predictor", "sliding-window prediction; masks back in the input's space"),
     "evaluate": ("bmstudy.evaluation.evaluate", "per-patient and lesion-wise metrics for a prediction folder"),
     "plan": ("bmstudy.study.plan_cli", "print the resolved study plan (profile + overrides) as JSON"),

@@ -7,8 +7,8 @@ Modules, in the order data flows through them:
 - :mod:`~bmstudy.training.augmentation`: :func:`augment` (flip, elastic, gamma; seeded per sample).
 - :mod:`~bmstudy.training.model`: :func:`build_model` (ResNet-34 encoder, dropout in every decoder
   block), the Dice+BCE loss, :func:`load_trained`.
-- :mod:`~bmstudy.training.loop`: :func:`train` (checkpoint after every epoch, resume) and the
-  ``bmstudy train`` command.
+- :mod:`~bmstudy.training.loop`: :func:`train` (checkpoint after every epoch, resume).
+- :mod:`~bmstudy.training.train_cli`: the ``bmstudy train`` command (:func:`config_from_args`).
 
 Settings (:class:`TrainConfig`, :class:`AugmentParams`, :func:`check_patch_size`, :data:`DIVISOR`)
 live in :mod:`bmstudy.plan` and are re-exported here. Reads the folders written by
@@ -19,7 +19,7 @@ from __future__ import annotations
 from ..plan import DIVISOR, AugmentParams, TrainConfig, check_patch_size
 from . import augmentation, loop, model, sampling
 from .augmentation import augment
-from .loop import LOG_FILE, STATE_FILE, config_from_args, select_training_cases, split_validation, train
+from .loop import LOG_FILE, STATE_FILE, select_training_cases, split_validation, train
 from .model import (BEST_MODEL, CHECKPOINT_DIR, CONFIG_FILE, DECODER_FILTERS, ENCODER_NAME, LAST_MODEL,
                     build_model, custom_objects, decoder_dropout_layers, dice_bce_numpy, dice_score,
                     load_trained, make_loss)
@@ -29,6 +29,7 @@ from .sampling import (Case, PatchSampler, extract_patch, lesion_components, loa
 from . import distribute, norm, validation
 from .norm import NORMS, recalibrate_batchnorm
 from .sampling import head_box, sample_head_start
+from .train_cli import config_from_args
 from .validation import CASES_FILE
 
 __all__ = [

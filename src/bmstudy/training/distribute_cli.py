@@ -1,6 +1,6 @@
 """``python -m bmstudy.training.distribute_cli``: ``bmstudy train`` with ``--strategy`` and ``--set FIELD=VALUE``.
 
-The options of ``bmstudy train`` (:func:`bmstudy.training.loop.add_cli_arguments`) plus
+The options of ``bmstudy train`` (:func:`bmstudy.training.train_cli.add_cli_arguments`) plus
 ``--strategy {auto,default,mirrored,multi_worker}`` (see :mod:`bmstudy.training.distribute`) and
 ``--set FIELD=VALUE`` for any other :class:`~bmstudy.plan.TrainConfig` field. Run the same command on
 every machine of a ``multi_worker`` cluster, each with its own ``TF_CONFIG``.
@@ -43,7 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit status (0).
     """
     from ..io.manifest import load_manifest
-    from .loop import add_cli_arguments, config_from_args, train
+    from .loop import train
+    from .train_cli import add_cli_arguments, config_from_args
     from .model import BEST_MODEL
 
     parser = argparse.ArgumentParser(prog="python -m bmstudy.training.distribute_cli",
