@@ -22,6 +22,3 @@ def check_patch_size(patch_size: int | Sequence[int]) -> tuple[int, int, int]:
     if len(size) != 3 or any(s <= 0 or s % DIVISOR for s in size):
         raise ValueError(f"patch_size must be 3 positive multiples of {DIVISOR} (the encoder downsamples 32x); got {patch_size!r}")
     return size  # type: ignore[return-value]
-
-
-# ----------------------------------------------------------------------------- synthetic cohort

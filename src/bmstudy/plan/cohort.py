@@ -162,6 +162,3 @@ def synth_params(profile: str | SynthParams = "default", **overrides: Any) -> Sy
     sp_changed = {"spacing_internal", "spacing_external"} & set(overrides)
     new = dataclasses.replace(base, **overrides, sites=None if sp_changed else base.sites)
     return new
-
-
-# ----------------------------------------------------------------------------- preprocessing

@@ -93,8 +93,7 @@ class PreprocessParams:
         return params_hash(d)
 
 
-# ----------------------------------------------------------------------------- training
-
+# ----------------------------------------------------------------------------- inference and evaluation
 @dataclass(frozen=True)
 class InferenceParams:
     """Sliding-window inference settings.
@@ -200,5 +199,4 @@ class EvalParams:
             object.__setattr__(self, "mask_labels", tuple(int(v) for v in self.mask_labels))
 
 
-# ----------------------------------------------------------------------------- the study plan
 #: The study profiles: for each, the preset or the field overrides of every section.
