@@ -21,6 +21,7 @@ Writes ``OUT/norm_eval.json`` and prints it. GroupNorm/InstanceNorm models get `
 
     python benchmarks/norm_eval.py --model-dir runs/diag/seed1/model --preprocessed runs/diag/preprocessed \\
         --which last
+    python benchmarks/norm_eval.py ... --window 64 --stride 32   # GroupNorm: window size vs training patch
 """
 from __future__ import annotations
 
@@ -42,6 +43,8 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--which", choices=("best", "last"), default="last")
     p.add_argument("--bn-patches", type=int, default=16)
     p.add_argument("--modes", nargs="+", default=["saved", "precise_head", "precise_train", "window_stats"])
+    p.add_argument("--window", type=int, default=None, help="sliding window (default: the run's validation window)")
+    p.add_argument("--stride", type=int, default=None, help="window stride (default: the run's validation stride)")
     p.add_argument("--out", default=None, help="default: MODEL_DIR/norm_eval")
     return p.parse_args()
 
@@ -87,8 +90,8 @@ def main() -> int:
     record = json.loads((model_dir / "train_config.json").read_text(encoding="utf-8"))
     cfg = TrainConfig.from_dict(record["config"])
     cases = load_validation_cases(pre, record["val_cases"])
-    patch = int(cfg.val_window or cfg.inference_patch)
-    stride = min(int(cfg.val_stride or cfg.inference_stride), patch)
+    patch = int(args.window or cfg.val_window or cfg.inference_patch)
+    stride = min(int(args.stride or cfg.val_stride or cfg.inference_stride), patch)
     train_cases = load_cases(pre, record["train_cases"])
 
     def batches(lesion_fraction: float) -> list[Any]:

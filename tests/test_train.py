@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bmstudy.training import TrainConfig, select_training_cases, split_validation
+from bmstudy.training import TrainConfig, lesion_volumes, select_training_cases, split_validation
 from fake_preprocessed import PARAMS, write_cohort
 
 
@@ -55,6 +55,41 @@ def test_case_selection_and_validation_split(tmp_path):
         select_training_cases(tmp_path / "nowhere", manifest)
     with pytest.raises(ValueError, match="no training cases"):
         select_training_cases(tmp_path, pd.DataFrame({"patient_id": ["P003"], "split": ["test"]}))
+
+
+def test_stratified_validation_split_spans_the_lesion_burden():
+    ids = [f"C{i:02d}" for i in range(32)]
+    burden = {pid: float(i) ** 2 / 10 for i, pid in enumerate(ids)}  # rank i = id order
+    ranks = {pid: i for i, pid in enumerate(ids)}
+    starts = set()
+    for seed in range(20):
+        tr, va = split_validation(ids, 0.15, seed, strata=burden)
+        assert len(va) == 5 and len(tr) == 27 and sorted(tr + va) == ids
+        assert split_validation(ids, 0.15, seed, strata=burden) == (tr, va)  # deterministic
+        r = sorted(ranks[v] for v in va)
+        # one case per interval of 32/5 = 6.4 ranks: every seed sees the whole range of burden
+        assert all(int(k * 6.4) <= r[k] < int((k + 1) * 6.4) + 1 for k in range(5)), (seed, r)
+        starts.add(r[0])
+    assert len(starts) >= 4  # the seed moves the start
+    # a random draw can miss whole strata (the reason for stratifying): some seed puts no case
+    # in the top fifth of the burden
+    assert any(max(ranks[v] for v in split_validation(ids, 0.15, s)[1]) < 26 for s in range(20))
+    with pytest.raises(ValueError, match="C00"):
+        split_validation(ids, 0.15, 0, strata={k: v for k, v in burden.items() if k != "C00"})
+    with pytest.raises(ValueError, match="finite"):
+        split_validation(ids, 0.15, 0, strata={**burden, "C03": float("nan")})
+    assert TrainConfig.from_profile("cpu").val_split == "stratified"
+    with pytest.raises(ValueError, match="val_split"):
+        TrainConfig.from_profile("cpu", val_split="kfold")
+
+
+def test_lesion_volumes_count_mask_voxels_times_spacing(tmp_path):
+    write_cohort(tmp_path, n=2)
+    vols = lesion_volumes(tmp_path, ["P000", "P001"])
+    for pid in ("P000", "P001"):
+        n = int(np.count_nonzero(np.load(tmp_path / pid / "mask.npy")))
+        assert PARAMS["spacing_mm"] == 0.833  # the fake cases' recorded voxel size
+        assert vols[pid] == pytest.approx(n * 0.833 ** 3 / 1000.0) and vols[pid] > 0
 
 
 def test_cli_arguments_map_to_config():

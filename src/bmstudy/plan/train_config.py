@@ -36,7 +36,8 @@ class TrainConfig:
     ``steps_per_epoch * epochs`` optimiser steps of ``batch_size`` patches. ``lesion_fraction`` is the
     share of patches centred on a lesion voxel; other patches are uniform over the volume, overhanging
     its border by up to ``border_overhang * patch`` (zero padding, as at inference). ``val_fraction`` of the training cases (at least one
-    when >= 2 cases) is held out; ``val_patches_per_case`` fixed, un-augmented patches per held-out case
+    when >= 2 cases) is held out, by ``val_split``: ``stratified`` (systematic sample over the cases
+    ranked by lesion volume, every seed validating on the whole range) or ``random``; ``val_patches_per_case`` fixed, un-augmented patches per held-out case
     (half lesion-centred) form the validation set. ``inference_patch``/``inference_stride`` are recorded
     for ``bmstudy.inference.predictor`` (the model is fully convolutional, so they may differ from ``patch_size``).
 
@@ -91,6 +92,7 @@ class TrainConfig:
     precise_bn_patches: int = 0
     lr_schedule: str = "constant"
     deterministic: bool = True
+    val_split: str = "stratified"
 
     PROFILES = ("tiny", "cpu", "paper")
 
@@ -113,7 +115,7 @@ class TrainConfig:
     def _check_issue11_fields(self) -> None:
         """Validate the sampling, validation, normalisation and schedule choices."""
         choices = {"background_sampling": ("volume", "head"), "norm": ("batch", "group", "instance"),
-                   "lr_schedule": ("constant", "poly", "cosine")}
+                   "lr_schedule": ("constant", "poly", "cosine"), "val_split": ("stratified", "random")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}; got {getattr(self, name)!r}")

@@ -19,7 +19,7 @@ from __future__ import annotations
 from ..plan import DIVISOR, AugmentParams, TrainConfig, check_patch_size
 from . import augmentation, loop, model, sampling
 from .augmentation import augment
-from .loop import LOG_FILE, STATE_FILE, select_training_cases, split_validation, train
+from .loop import LOG_FILE, STATE_FILE, lesion_volumes, select_training_cases, split_validation, train
 from .model import (BEST_MODEL, CHECKPOINT_DIR, CONFIG_FILE, DECODER_FILTERS, ENCODER_NAME, LAST_MODEL,
                     build_model, custom_objects, decoder_dropout_layers, dice_bce_numpy, dice_score,
                     load_trained, make_loss)
@@ -47,7 +47,7 @@ __all__ = [
     "DECODER_FILTERS", "ENCODER_NAME", "build_model", "decoder_dropout_layers", "make_loss", "dice_score",
     "custom_objects", "dice_bce_numpy", "load_trained",
     # loop
-    "select_training_cases", "split_validation", "train", "config_from_args",
+    "select_training_cases", "split_validation", "lesion_volumes", "train", "config_from_args",
     # trained-model folder
     "CHECKPOINT_DIR", "LAST_MODEL", "STATE_FILE", "BEST_MODEL", "CONFIG_FILE", "LOG_FILE",
 ]

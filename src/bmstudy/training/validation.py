@@ -39,7 +39,7 @@ from ..plan import TrainConfig
 from .norm import recalibrate_batchnorm
 from .sampling import PatchSampler, load_cases, load_preprocessed_case
 
-__all__ = ["CASES_FILE", "SUMMARY_KEYS", "ValidationCase", "load_validation_cases", "predict_volume",
+__all__ = ["CASES_FILE", "SUMMARY_KEYS", "ValidationCase", "load_validation_cases", "predict_volume", "meta_spacing",
            "validate_cases", "summarise", "epoch_validation_class", "make_validation_callback", "select_monitor"]
 
 log = get_logger("bmstudy.training.validation")
@@ -64,7 +64,7 @@ class ValidationCase:
     spacing: tuple[float, float, float]
 
 
-def _spacing(meta: dict[str, Any]) -> tuple[float, float, float]:
+def meta_spacing(meta: dict[str, Any]) -> tuple[float, float, float]:
     """Voxel size (mm) recorded in a preprocessed case's ``meta.json`` (1 mm when absent)."""
     report, params = meta.get("report") or {}, meta.get("params") or {}
     for value in (report.get("output_spacing"), params.get("target_spacing"), params.get("spacing_mm")):
@@ -100,7 +100,7 @@ def load_validation_cases(preprocessed_dir: PathLike, patient_ids: Sequence[str]
     out = []
     for pid in patient_ids:
         c = load_preprocessed_case(preprocessed_dir, pid)
-        out.append(ValidationCase(str(pid), c["image"], c["mask"], c.get("brain"), _spacing(c["meta"])))
+        out.append(ValidationCase(str(pid), c["image"], c["mask"], c.get("brain"), meta_spacing(c["meta"])))
     return out
 
 
