@@ -236,6 +236,12 @@ def test_whole_volume_validation_equals_predicting_the_cases(tmp_path):
     assert set(summary) == set(validation.SUMMARY_KEYS)
     assert summary["val_case_dice"] == pytest.approx(per_case["dice"].mean())
     assert summary["val_case_dice_min"] == pytest.approx(per_case["dice"].min())
+    from sklearn.metrics import f1_score  # pooled Dice over all validation voxels = F1 of the concatenation
+
+    preds = np.concatenate([(validation.predict_volume(c, _blob_predict, 32, 16) >= 0.5).ravel() for c in cases])
+    truths = np.concatenate([(np.asarray(c.mask) > 0).ravel() for c in cases])
+    assert summary["val_global_dice"] == pytest.approx(f1_score(truths, preds), abs=1e-12)
+    assert (per_case[["tp", "fp", "fn", "tn"]].sum(axis=1) == [np.asarray(c.mask).size for c in cases]).all()
     empty = validation.summarise(per_case.iloc[:0])
     assert all(np.isnan(v) for v in empty.values())
 

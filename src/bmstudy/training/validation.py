@@ -47,7 +47,7 @@ log = get_logger("bmstudy.training.validation")
 #: Per-case whole-volume validation rows (epoch, patient_id, dice, ...), appended per validation.
 CASES_FILE = "validation_cases.csv"
 #: The epoch-log keys of the whole-volume validation summary.
-SUMMARY_KEYS: tuple[str, ...] = ("val_case_dice", "val_case_dice_median", "val_case_dice_min",
+SUMMARY_KEYS: tuple[str, ...] = ("val_case_dice", "val_case_dice_median", "val_case_dice_min", "val_global_dice",
                                  "val_lesion_sensitivity", "val_lesion_sensitivity_gt10", "val_fp_per_case")
 #: Seed offset of the precise-BN recalibration patches.
 _BN_SEED_OFFSET = 2_000_003
@@ -147,7 +147,7 @@ def validate_cases(predict_fn: Callable[[np.ndarray], Any], cases: Sequence[Vali
     -------
     DataFrame
         One row per case: patient_id, dice, lesion_sensitivity, lesion_sensitivity_gt10 (NaN when the
-        case has no lesion > 10 mm), n_true, n_detected, n_fp, seconds.
+        case has no lesion > 10 mm), n_true, n_detected, n_fp, the voxel counts tp, fp, fn, tn, seconds.
     """
     import time
 
@@ -156,7 +156,8 @@ def validate_cases(predict_fn: Callable[[np.ndarray], Any], cases: Sequence[Vali
         t0 = time.perf_counter()
         pred = predict_volume(case, predict_fn, patch, stride, batch_size) >= threshold
         truth = np.asarray(case.mask) > 0
-        dice = metrics_from_counts(*confusion_counts(pred, truth))["dice"]
+        counts = confusion_counts(pred, truth)
+        dice = metrics_from_counts(*counts)["dice"]
         table = lesion_table(pred, truth, case.spacing)
         true_rows = table[table["origin"] == "truth"]
         big = true_rows[true_rows["size_bin"] == ">10 mm"]
@@ -167,6 +168,7 @@ def validate_cases(predict_fn: Callable[[np.ndarray], Any], cases: Sequence[Vali
             "lesion_sensitivity_gt10": float(big["matched"].mean()) if len(big) else math.nan,
             "n_true": n_true, "n_detected": n_det,
             "n_fp": int((~table.loc[table["origin"] == "pred", "matched"]).sum()),
+            **dict(zip(("tp", "fp", "fn", "tn"), (int(c) for c in counts))),
             "seconds": round(time.perf_counter() - t0, 2),
         })
     return pd.DataFrame(rows)
@@ -175,7 +177,9 @@ def validate_cases(predict_fn: Callable[[np.ndarray], Any], cases: Sequence[Vali
 def summarise(per_case: pd.DataFrame) -> dict[str, float]:
     """The epoch-log summary (:data:`SUMMARY_KEYS`) of :func:`validate_cases`' rows.
 
-    ``val_case_dice`` is the mean per-case Dice (the model-selection value); lesion sensitivities
+    ``val_case_dice`` is the mean per-case Dice (the model-selection value); ``val_global_dice`` pools
+    the voxels of all cases (nnU-Net's "pseudo Dice": a lesion-free or tiny-lesion case cannot pull it to
+    0 with a few false-positive voxels; NaN for rows without voxel counts); lesion sensitivities
     pool the lesions of all cases; ``val_fp_per_case`` is the mean number of false-positive components.
     """
     if per_case.empty:
@@ -185,11 +189,20 @@ def summarise(per_case: pd.DataFrame) -> dict[str, float]:
         "val_case_dice": float(per_case["dice"].mean()),
         "val_case_dice_median": float(per_case["dice"].median()),
         "val_case_dice_min": float(per_case["dice"].min()),
+        "val_global_dice": _pooled_dice(per_case),
         "val_lesion_sensitivity": float(per_case["n_detected"].sum() / n_true) if n_true else 1.0,
         "val_lesion_sensitivity_gt10": float(np.nanmean(per_case["lesion_sensitivity_gt10"]))
         if per_case["lesion_sensitivity_gt10"].notna().any() else math.nan,
         "val_fp_per_case": float(per_case["n_fp"].mean()),
     }
+
+
+def _pooled_dice(per_case: pd.DataFrame) -> float:
+    """2 TP / (2 TP + FP + FN) over all cases' voxels (NaN without counts, 1.0 when both are empty)."""
+    if not {"tp", "fp", "fn"} <= set(per_case.columns):
+        return math.nan
+    tp, fp, fn = (float(per_case[k].sum()) for k in ("tp", "fp", "fn"))
+    return 2 * tp / (2 * tp + fp + fn) if (2 * tp + fp + fn) > 0 else 1.0
 
 
 def _bn_batches(sampler: PatchSampler | None, n: int, batch_size: int) -> list[np.ndarray]:
