@@ -7,6 +7,7 @@ CPU peak = the process's max RSS; GPU peak = TensorFlow's peak allocator bytes o
     python benchmarks/train_step.py --patch 128 --batch 4 --mixed-precision   # on a GPU
     python benchmarks/train_step.py --patch 32 --batch 1 --deterministic both   # cost of determinism
     python benchmarks/train_step.py --patch 64 --norm batch instance            # normalisation variants
+    python benchmarks/train_step.py --patch 64 --batch 2 --norm group --bf16-cpu # bfloat16 on an AVX512-BF16 CPU
     python benchmarks/train_step.py --pipeline                                   # sampler+augmentation s/sample
 
 Prints one line per configuration and a final table. Random data with sphere 'lesions'; the first
@@ -22,7 +23,8 @@ import sys
 import time
 
 
-def _one(patch: int, batch: int, steps: int, mixed: bool, deterministic: bool = False, norm: str = "batch") -> dict:
+def _one(patch: int, batch: int, steps: int, mixed: bool, deterministic: bool = False, norm: str = "batch",
+         bf16: bool = False) -> dict:
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     import resource
 
@@ -42,6 +44,8 @@ def _one(patch: int, batch: int, steps: int, mixed: bool, deterministic: bool = 
         configure_determinism(True, "default")
     if mixed and gpus:
         keras.mixed_precision.set_global_policy("mixed_float16")
+    if bf16:  # CPUs with AVX512-BF16/AMX: oneDNN runs bfloat16 convolutions natively
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
     t0 = time.perf_counter()
     model = build_model(None, decoder_dropout=0.5, norm=norm)
     model.compile(optimizer=keras.optimizers.Adam(1e-4, 0.9, 0.999, 1e-7), loss=make_loss(), metrics=[dice_score])
@@ -67,7 +71,7 @@ def _one(patch: int, batch: int, steps: int, mixed: bool, deterministic: bool = 
     model.fit(ds, steps_per_epoch=steps + 1, epochs=1, verbose=0, callbacks=[StepTimer()])
     first_s, times, loss = times[0], times[1:], losses[-1]
     out = {
-        "device": "GPU" if gpus else "CPU", "patch": patch, "batch": batch, "mixed_precision": bool(mixed and gpus),
+        "device": "GPU" if gpus else "CPU", "patch": patch, "batch": batch, "mixed_precision": "mixed_bfloat16" if bf16 else bool(mixed and gpus),
         "deterministic": bool(deterministic), "norm": norm,
         "build_s": round(build_s, 1), "first_step_s": round(first_s, 1),
         "s_per_step": round(float(np.mean(times)), 3), "s_per_step_min": round(float(np.min(times)), 3),
@@ -88,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="batch per patch size (default: cpu profile batch for 64, 1 for 128 on CPU, paper batch 4 on GPU)")
     p.add_argument("--steps", type=int, default=5, help="timed steps after the first (tracing) step")
     p.add_argument("--mixed-precision", action="store_true", help="also run with mixed_float16 (GPU only)")
+    p.add_argument("--bf16-cpu", action="store_true", help="also run with mixed_bfloat16 (CPUs with AVX512-BF16/AMX)")
     p.add_argument("--deterministic", choices=("off", "on", "both"), default="off",
                    help="op determinism + one inter-op thread, as deterministic training; 'both' runs each configuration twice")
     p.add_argument("--norm", nargs="+", default=["batch"], choices=("batch", "group", "instance"))
@@ -112,16 +117,18 @@ def main(argv: list[str] | None = None) -> int:
     if len(batches) == 1:
         batches = batches * len(args.patch)
     dets = {"off": [False], "on": [True], "both": [False, True]}[args.deterministic]
-    runs = [(s, b, False, d, n) for s, b in zip(args.patch, batches) for d in dets for n in args.norm]
+    runs = [(s, b, False, d, n, False) for s, b in zip(args.patch, batches) for d in dets for n in args.norm]
     if args.mixed_precision:
-        runs += [(s, b, True, d, n) for s, b in zip(args.patch, batches) for d in dets for n in args.norm]
+        runs += [(s, b, True, d, n, False) for s, b in zip(args.patch, batches) for d in dets for n in args.norm]
+    if args.bf16_cpu:
+        runs += [(s, b, False, d, n, True) for s, b in zip(args.patch, batches) for d in dets for n in args.norm]
     results = []
-    for s, b, mp, det, norm in runs:
-        cmd = [sys.executable, __file__, "--_child", json.dumps([s, b, args.steps, mp, det, norm])]
+    for s, b, mp, det, norm, bf16 in runs:
+        cmd = [sys.executable, __file__, "--_child", json.dumps([s, b, args.steps, mp, det, norm, bf16])]
         proc = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8")
         line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
         if proc.returncode != 0 or line is None:
-            res = {"patch": s, "batch": b, "mixed_precision": mp, "deterministic": det, "norm": norm,
+            res = {"patch": s, "batch": b, "mixed_precision": "mixed_bfloat16" if bf16 else mp, "deterministic": det, "norm": norm,
                    "error": (proc.stderr or "")[-500:]}
         else:
             res = json.loads(line[7:])
