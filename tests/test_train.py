@@ -101,6 +101,10 @@ def test_cli_arguments_map_to_config():
     cfg = config_from_args(args)
     assert cfg.profile == "paper" and cfg.patch_size == (64, 64, 64) and cfg.epochs == 3 and cfg.batch_size == 4
     assert not args.no_resume
+    assert cfg.precision == "float32"  # the profile's
+    args = build_parser().parse_args(["train", "--preprocessed", "p", "--manifest", "m.csv", "--out", "o",
+                                      "--precision", "mixed_bfloat16"])
+    assert config_from_args(args).precision == "mixed_bfloat16"
 
 
 @pytest.mark.slow

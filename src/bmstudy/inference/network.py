@@ -15,6 +15,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..utils import PathLike, get_logger
+from ..precision import KERAS_POLICIES, resolve_precision
 from .sliding_window import PredictFn, as_probabilities
 
 __all__ = ["PRECISIONS", "TimedFn", "KerasPredictFn", "make_predict_fn", "auto_batch_size", "with_precision",
@@ -46,7 +47,7 @@ class TimedFn:
 
 
 #: Inference precisions: float32, or Keras mixed precision (float16 / bfloat16 compute, float32 output).
-PRECISIONS: tuple[str, ...] = ("float32", "mixed_float16", "mixed_bfloat16")
+PRECISIONS: tuple[str, ...] = KERAS_POLICIES
 #: Most windows per call chosen automatically (27 windows per 0.833 mm brain: 4 calls at 8).
 MAX_AUTO_BATCH = 8
 #: Device memory budgeted per window voxel for the automatic batch size (float32 activations of the
@@ -157,7 +158,8 @@ class KerasPredictFn:
         Preferred windows per call, read by :func:`~bmstudy.inference.sliding_window.sliding_window_predict`
         when it is called with ``batch_size=None`` (None: :func:`auto_batch_size`, 1 on CPU).
     precision : str, default='float32'
-        One of :data:`PRECISIONS`.
+        One of :data:`PRECISIONS`, or ``'auto'`` (:func:`bmstudy.precision.resolve_precision`; the
+        resolved policy is the attribute ``precision``).
     jit_compile : bool, default=False
         XLA-compile the graph.
     """
@@ -168,6 +170,8 @@ class KerasPredictFn:
 
         if not hasattr(model, "predict_on_batch"):
             raise TypeError(f"expected a keras.Model, got {type(model).__name__}")
+        if precision == "auto":  # bfloat16 on a CPU that has it natively (bmstudy.precision)
+            precision = resolve_precision("auto", bool(tf.config.list_physical_devices("GPU")))
         self.model = with_precision(model, precision)
         self.precision, self.jit_compile = precision, bool(jit_compile)
         in_shape = getattr(model, "input_shape", None)
@@ -236,8 +240,9 @@ def make_predict_fn(model: Any, *, batch_size: int | None = None, precision: str
         The trained network.
     batch_size : int or None, default=None
         Preferred windows per call (attribute ``batch_size`` of the result; None: automatic, 1 on CPU).
-    precision : {'float32', 'mixed_float16', 'mixed_bfloat16'}, default='float32'
-        Compute precision (mixed: a clone of the model under Keras' mixed-precision policy).
+    precision : {'float32', 'mixed_float16', 'mixed_bfloat16', 'auto'}, default='float32'
+        Compute precision (mixed: a clone of the model under Keras' mixed-precision policy; ``auto``:
+        ``mixed_bfloat16`` on a CPU with native bfloat16, else float32).
     jit_compile : bool, default=False
         XLA-compile the graph.
     compiled : bool, default=True

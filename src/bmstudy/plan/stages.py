@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from ..precision import PRECISIONS
 from ..utils import params_hash
 from .checks import BLENDS, INTERPOLATION_ORDER, NORMALISATIONS, SKULL_STRIP_BACKENDS, check_patch_size
 
@@ -104,7 +105,8 @@ class InferenceParams:
         ``inference_patch`` / ``inference_stride`` (paper: 128 and 64).
     batch_size : windows per network call; ``None`` chooses it from free device memory on a GPU
         (at most 8) and 1 on CPU (:func:`bmstudy.inference.network.auto_batch_size`).
-    precision : ``'float32'``, ``'mixed_float16'`` or ``'mixed_bfloat16'`` (Keras mixed precision).
+    precision : ``'float32'``, ``'mixed_float16'`` or ``'mixed_bfloat16'`` (Keras mixed precision), or
+        ``'auto'`` (``mixed_bfloat16`` on a CPU with native bfloat16, else float32; :mod:`bmstudy.precision`).
     jit_compile : XLA-compile the network's ``tf.function``.
     blend : overlap blending, ``'mean'`` (the paper: overlaps averaged) or ``'gaussian'``.
     tta : left-right flip test-time augmentation.
@@ -131,8 +133,8 @@ class InferenceParams:
             raise ValueError(f"stride must be in (0, patch]; got {self.stride}")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1 or None (automatic); got {self.batch_size}")
-        if self.precision not in ("float32", "mixed_float16", "mixed_bfloat16"):
-            raise ValueError(f"precision must be 'float32', 'mixed_float16' or 'mixed_bfloat16'; got {self.precision!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}; got {self.precision!r}")
         if self.blend not in BLENDS:
             raise ValueError(f"blend must be one of {BLENDS}; got {self.blend!r}")
         if not 0.0 <= float(self.threshold) <= 1.0:

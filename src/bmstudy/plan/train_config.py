@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .checks import check_patch_size
+from ..precision import PRECISIONS
 
 @dataclass(frozen=True)
 class AugmentParams:
@@ -53,6 +54,9 @@ class TrainConfig:
     patches before each whole-volume validation and model export. ``lr_schedule``: ``constant``
     (the paper), ``poly`` (nnU-Net: ``lr * (1 - step/total)^0.9``) or ``cosine``. ``deterministic``:
     op determinism and one inter-op thread (:mod:`bmstudy.training.determinism`), so a run repeats exactly.
+    ``precision``: the Keras policy of training (:mod:`bmstudy.precision`; ``auto``: ``mixed_bfloat16`` on
+    a CPU with native bfloat16, else ``float32``); ``mixed_precision=True`` is the older spelling of
+    ``mixed_float16`` on a GPU. The exported model is float32 either way (inference picks its own).
     """
 
     profile: str = "paper"
@@ -93,6 +97,7 @@ class TrainConfig:
     lr_schedule: str = "constant"
     deterministic: bool = True
     val_split: str = "stratified"
+    precision: str = "float32"
 
     PROFILES = ("tiny", "cpu", "paper")
 
@@ -125,6 +130,8 @@ class TrainConfig:
             raise ValueError("val_every and precise_bn_patches must be >= 0")
         if self.val_window is not None:
             check_patch_size(self.val_window)
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}; got {self.precision!r}")
 
     @classmethod
     def from_profile(cls, name: str, **overrides: Any) -> "TrainConfig":

@@ -38,8 +38,10 @@ called before TensorFlow's runtime starts; patches and augmentation are already 
 byte-identical ``training_log.csv``; with op determinism alone they differ from the first epochs.
 Both settings are process-wide and stay on once set.
 
-Multi-GPU: ``tf.distribute.MirroredStrategy`` when more than one GPU is visible. Mixed precision
-(``mixed_float16``, loss scaling by Keras) only when requested AND a GPU is present.
+Multi-GPU: ``tf.distribute.MirroredStrategy`` when more than one GPU is visible. Precision
+(``config.precision``, :mod:`bmstudy.precision`): ``mixed_float16`` (loss scaling by Keras) only on a
+GPU; ``mixed_bfloat16`` anywhere (``auto`` picks it on CPUs with native bfloat16); the exported
+``model_best.keras`` is built float32 either way.
 """
 from __future__ import annotations
 
@@ -53,6 +55,7 @@ import pandas as pd
 
 from ..plan import AugmentParams, TrainConfig
 from ..utils import PathLike, atomic_write_json, get_logger, params_hash
+from ..precision import resolve_precision
 from .checkpoint import STATE_FILE, epoch_checkpoint_class, initial_best, monitor_mode, resume_state, truncate_log
 from .model import (BEST_MODEL, CHECKPOINT_DIR, CONFIG_FILE, LAST_MODEL, build_model, custom_objects, dice_score,
                     make_loss)
@@ -332,9 +335,14 @@ def _callbacks(out_dir: Path, config: TrainConfig, monitor: str, best: float, in
     optional early stopping, extras (in this order: each sees the keys the previous ones added)."""
     import keras
 
-    def inference_model() -> Any:
-        return build_model(None, None, config.decoder_dropout, backbone=config.backbone,
-                           dropout_type=config.dropout_type, norm=config.norm)
+    def inference_model() -> Any:  # float32 whatever the training policy: inference chooses its own
+        old = keras.mixed_precision.global_policy()
+        keras.mixed_precision.set_global_policy("float32")
+        try:
+            return build_model(None, None, config.decoder_dropout, backbone=config.backbone,
+                               dropout_type=config.dropout_type, norm=config.norm)
+        finally:
+            keras.mixed_precision.set_global_policy(old)
 
     mode = monitor_mode(monitor)
     callbacks: list[Any] = [
@@ -351,12 +359,12 @@ def _callbacks(out_dir: Path, config: TrainConfig, monitor: str, best: float, in
     return callbacks
 
 
-def _strategy(config: TrainConfig) -> tuple[Any, bool, dict[str, Any]]:
-    """``(Distribution, use mixed precision, determinism record)``.
+def _strategy(config: TrainConfig) -> tuple[Any, str, dict[str, Any]]:
+    """``(Distribution, Keras dtype policy, determinism record)``.
 
     Configures determinism first (it must precede the runtime's start, which making the strategy
     triggers), then makes the strategy of ``config.strategy`` (see :mod:`bmstudy.training.distribute`,
-    which logs replicas and global batch); mixed precision only on a GPU.
+    which logs replicas and global batch) and resolves ``config.precision`` (:func:`bmstudy.precision.resolve_precision`).
     """
     import tensorflow as tf
 
@@ -366,26 +374,29 @@ def _strategy(config: TrainConfig) -> tuple[Any, bool, dict[str, Any]]:
     det = configure_determinism(config.deterministic, config.strategy)
     dist = distribution(config)
     gpus = tf.config.list_physical_devices("GPU")
-    if config.mixed_precision and not gpus:
-        log.warning("mixed_precision requested but no GPU is visible: training in float32")
-    return dist, bool(config.mixed_precision and gpus), det
+    requested = "mixed_float16" if config.mixed_precision and config.precision == "float32" else config.precision
+    policy = resolve_precision(requested, bool(gpus))
+    if requested == "mixed_float16" and not gpus:
+        log.warning("mixed_float16 requested but no GPU is visible: training in float32")
+    log.info("training precision: %s (requested %s)", policy, requested)
+    return dist, policy, det
 
 
 def _fit(out_dir: Path, preprocessed_dir: Path, train_ids: list[str], val_ids: list[str], config: TrainConfig,
          monitor: str, state: dict[str, Any] | None, extra_callbacks: Sequence[Any], strategy: Any,
-         use_mp: bool) -> Any:
+         policy: str) -> Any:
     """Build or resume the model, then ``model.fit`` up to ``config.epochs``; the Keras history or ``None``.
 
-    Seeds Keras with ``config.seed``; runs under ``strategy`` and, if ``use_mp``, the ``mixed_float16``
-    policy (the previous global policy is restored afterwards, also on errors).
+    Seeds Keras with ``config.seed``; runs under ``strategy`` and the Keras dtype ``policy`` (the
+    previous global policy is restored afterwards, also on errors).
     """
     import keras
 
     old_policy = keras.mixed_precision.global_policy()
     _seed_everything(config)
     try:
-        if use_mp:
-            keras.mixed_precision.set_global_policy("mixed_float16")
+        if policy != "float32":
+            keras.mixed_precision.set_global_policy(policy)
         with strategy.scope():
             model, initial_epoch, best = _model_and_start(out_dir, config, state)
         iterations = int(model.optimizer.iterations.numpy()) if state is not None else 0
@@ -467,15 +478,15 @@ def train(preprocessed_dir: PathLike, manifest_df: pd.DataFrame, out_dir: PathLi
     state = resume_state(out_dir, config) if resume else None
     from . import distribute  # strategy, global batch (= batch_size x replicas), chief-only writing
 
-    dist, use_mp, det = _strategy(config)
+    dist, policy, det = _strategy(config)
     distribute.check_resume(out_dir, state, dist)
     distribute.check_same_start(dist, int(state["epoch"]) if state else 0)
     record = {**_start_record(config, preprocessed_dir, ids, train_ids, val_ids, monitor), **dist.record(),
-              "determinism": det}
+              "determinism": det, "precision": policy}
     with distribute.writable_dir(dist, out_dir) as work_dir:  # out_dir on the chief, a temp folder elsewhere
         atomic_write_json(work_dir / CONFIG_FILE, record)
         t0 = time.perf_counter()
         history = _fit(work_dir, preprocessed_dir, train_ids, val_ids, distribute.global_config(config, dist),
-                       monitor, state, extra_callbacks, dist.strategy, use_mp)
+                       monitor, state, extra_callbacks, dist.strategy, policy)
         _finish_record(work_dir, record, config, monitor, history, t0)
     return out_dir

@@ -5,6 +5,7 @@ import argparse
 from typing import Any
 
 from ..plan import TrainConfig
+from ..precision import PRECISIONS
 from .loop import train
 from .model import BEST_MODEL
 
@@ -30,7 +31,10 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--patch-size", type=int, default=None, help="cubic patch edge (multiple of 32)")
     parser.add_argument("--learning-rate", type=float, default=None)
     parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--mixed-precision", action="store_true")
+    parser.add_argument("--mixed-precision", action="store_true", help="mixed_float16 on a GPU (= --precision mixed_float16)")
+    parser.add_argument("--precision", choices=PRECISIONS, default=None,
+                        help="Keras policy of training (default: the profile's; auto: mixed_bfloat16 on a CPU with "
+                             "native bfloat16, else float32)")
     parser.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
 
 
@@ -55,6 +59,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         overrides["patch_size"] = (args.patch_size,) * 3
     if args.mixed_precision:
         overrides["mixed_precision"] = True
+    if getattr(args, "precision", None) is not None:
+        overrides["precision"] = args.precision
     return TrainConfig.from_profile(args.profile, **overrides)
 
 
