@@ -38,7 +38,7 @@ __all__ = [
 PROFILES: dict[str, dict[str, Any]] = {
     "tiny": {"gpu": False, "synth": "tiny", "preprocess": {"target_spacing": (1.0, 1.0, 1.0)}, "train": "tiny"},
     "cpu": {"gpu": False, "synth": "default", "preprocess": {"target_spacing": (1.0, 1.0, 1.0), "crop_to_brain": True},
-            "train": "cpu"},
+            "train": "cpu", "inference": {"precision": "auto"}},
     "paper": {"gpu": True, "synth": "paper", "preprocess": {}, "train": "paper"},
 }
 _SECTIONS = ("synth", "preprocess", "train", "inference", "evaluation")
@@ -194,7 +194,7 @@ def resolve_plan(profile: str = "cpu", overrides: Mapping[str, Any] | None = Non
         profile=profile, seed=seed, gpu=bool(ov.get("gpu", prof["gpu"])),
         test_fraction=float(ov.get("test_fraction", 0.2)), n_jobs=int(ov.get("n_jobs", 2)),
         synth=synth, preprocess=pre, train=TrainConfig.from_profile(prof["train"], **train_ov),
-        inference=_build(InferenceParams, ov.get("inference")),
+        inference=_build(InferenceParams, {**prof.get("inference", {}), **ov.get("inference", {})}),
         evaluation=_build(EvalParams, ov.get("evaluation")),
         dask_scheduler=ov.get("dask_scheduler") or None,
     )
