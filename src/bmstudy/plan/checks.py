@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Sequence
 
 #: Version of the synthetic renderer (enters the synthetic cases' re-run hash).
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 DIVISOR = 32  # five stride-2 stages in the ResNet-34 encoder
 INTERPOLATION_ORDER = {"linear": 1, "bspline": 3}
 NORMALISATIONS = ("zscore_brain", "zscore_volume", "none")

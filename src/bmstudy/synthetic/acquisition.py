@@ -1,7 +1,8 @@
 """Acquisition model of the synthetic scans: tissue intensities, partial volume, bias, noise, site scale.
 
 :func:`case_intensities` draws the case's CE-T1 intensity of every tissue (relative to white matter =
-1) from a log-normal around the site's means (SynthSeg-like contrast randomisation, ``contrast_jitter``);
+1) from a log-normal around the site's means (SynthSeg-like contrast randomisation, ``contrast_jitter``),
+with one extra factor shared by the venous mimics (``venous_jitter``: bolus timing);
 :func:`tissue_image` renders the partial-volume brain (GM/WM/CSF/deep-grey probabilities of the deformed
 template), the labelled layers outside it and the enhancing dural/skull-base mimics (sinuses, falx,
 tentorium, pituitary, cavernous sinuses) with a fine parenchymal texture; :func:`acquire` turns the
@@ -21,8 +22,10 @@ from .fields import smooth_noise
 
 __all__ = ["case_intensities", "tissue_image", "acquire"]
 
+_VENOUS = ("sinus", "cavernous", "vessel")  # scaled together per case (SiteParams.venous_jitter)
 
-def case_intensities(rng: np.random.Generator, site: SiteParams) -> dict[str, float]:
+
+def case_intensities(rng: np.random.Generator, site: SiteParams, venous: float = 1.0) -> dict[str, float]:
     """Per-case tissue intensities (WM = 1) drawn around the site's means.
 
     Parameters
@@ -31,6 +34,9 @@ def case_intensities(rng: np.random.Generator, site: SiteParams) -> dict[str, fl
         The case's render generator.
     site : SiteParams
         ``tissue`` means and ``contrast_jitter`` (log-sd).
+    venous : float, default=1.0
+        Factor on the venous mimics' intensities (``sinus``, ``cavernous``, ``vessel``), drawn by the
+        caller from its own stream (``exp(N(0, site.venous_jitter))``) so the render stream is unchanged.
 
     Returns
     -------
@@ -42,11 +48,14 @@ def case_intensities(rng: np.random.Generator, site: SiteParams) -> dict[str, fl
     out = {k: float(site.tissue[k] * d) for k, d in zip(keys, draws)}
     out["wm"] = 1.0
     out["gm"] = min(out["gm"], 0.92)  # keep GM darker than WM on CE-T1
+    for k in _VENOUS:  # bolus timing: all venous mimics together
+        if k in out:
+            out[k] *= venous
     return out
 
 
-def tissue_image(rng: np.random.Generator, anat: dict[str, Any], site: SiteParams, spacing: np.ndarray
-                 ) -> tuple[np.ndarray, dict[str, float]]:
+def tissue_image(rng: np.random.Generator, anat: dict[str, Any], site: SiteParams, spacing: np.ndarray,
+                 venous: float = 1.0) -> tuple[np.ndarray, dict[str, float]]:
     """Noise-free intensities of a case (WM = 1), enhancing mimics included.
 
     Parameters
@@ -59,6 +68,8 @@ def tissue_image(rng: np.random.Generator, anat: dict[str, Any], site: SiteParam
         The site's tissue intensities.
     spacing : ndarray
         Voxel size in mm.
+    venous : float, default=1.0
+        The case's venous-mimic factor (:func:`case_intensities`).
 
     Returns
     -------
@@ -66,7 +77,7 @@ def tissue_image(rng: np.random.Generator, anat: dict[str, Any], site: SiteParam
     intensities : dict
         The case's drawn tissue intensities.
     """
-    t = case_intensities(rng, site)
+    t = case_intensities(rng, site, venous)
     lab, pr = anat["lab"], anat["prob"]
     lut = np.array([0.0, t["skin"], t["muscle"], t["skull"], t["diploe"], t["csf"], t["gm"], t["wm"],
                     t["deep_gm"], t["csf"], t["vitreous"], t["fat"]], np.float32)

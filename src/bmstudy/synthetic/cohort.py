@@ -55,7 +55,7 @@ from .acquisition import acquire, tissue_image
 from .anatomy import head_anatomy
 from .fields import voxel_affine
 from .lesions import annotator_mask, render_lesions
-from .plans import CasePlan, plan_cohort
+from .plans import CasePlan, case_rng, plan_cohort
 from .preview import default_real_dir, write_preview
 from .vessels import render_vessels
 
@@ -189,7 +189,8 @@ def render_case(plan: CasePlan, profile: str | SynthParams = "default", **overri
     spacing = np.asarray(site.spacing, dtype=np.float64)
     rng = plan.render_rng()
     anat = head_anatomy(rng, prof, shape, spacing)
-    img, intens = tissue_image(rng, anat, site, spacing)
+    venous = float(np.exp(case_rng(plan.seed, plan.site, plan.index, 2).normal(0.0, site.venous_jitter)))
+    img, intens = tissue_image(rng, anat, site, spacing, venous)
     mask, lesions, lesion_labels = render_lesions(rng, plan, anat, img, site, spacing)
     n_vessels, vessels, touched = render_vessels(rng, anat, img, lesion_labels, site, spacing, prof.head_scale,
                                                  prof.vessel_touch_rate)

@@ -73,7 +73,7 @@ def case_rng(seed: int, site: str, index: int, stream: int) -> np.random.Generat
     index : int
         1-based case index within the site.
     stream : int
-        0 for the plan, 1 for the rendering.
+        0 for the plan, 1 for the rendering, 2 for the venous-mimic factor.
 
     Returns
     -------
