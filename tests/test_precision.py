@@ -79,3 +79,16 @@ def test_bfloat16_training_records_its_policy_and_exports_a_float32_model(tmp_pa
     last = keras.models.load_model(out / "checkpoint" / "last.keras", compile=False,
                                    custom_objects=custom_objects())
     assert any(layer.dtype_policy.name == "mixed_bfloat16" for layer in last.layers)  # resume keeps the policy
+
+
+def test_predict_fn_resolves_auto_to_this_machines_policy():
+    import keras
+    import numpy as np
+
+    from bmstudy.inference.network import make_predict_fn
+
+    model = keras.Sequential([keras.Input((8, 8, 8, 1)), keras.layers.Conv3D(1, 1, activation="sigmoid")])
+    fn = make_predict_fn(model, precision="auto")
+    assert fn.precision == resolve_here("auto") and fn.precision in KERAS_POLICIES
+    out = fn(np.zeros((1, 8, 8, 8, 1), np.float32))
+    assert out.dtype == np.float32 and out.shape == (1, 8, 8, 8, 1)

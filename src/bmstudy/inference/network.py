@@ -15,7 +15,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..utils import PathLike, get_logger
-from ..precision import KERAS_POLICIES, resolve_precision
+from ..precision import KERAS_POLICIES, resolve_here
 from .sliding_window import PredictFn, as_probabilities
 
 __all__ = ["PRECISIONS", "TimedFn", "KerasPredictFn", "make_predict_fn", "auto_batch_size", "with_precision",
@@ -171,7 +171,7 @@ class KerasPredictFn:
         if not hasattr(model, "predict_on_batch"):
             raise TypeError(f"expected a keras.Model, got {type(model).__name__}")
         if precision == "auto":  # bfloat16 on a CPU that has it natively (bmstudy.precision)
-            precision = resolve_precision("auto", bool(tf.config.list_physical_devices("GPU")))
+            precision = resolve_here("auto")
         self.model = with_precision(model, precision)
         self.precision, self.jit_compile = precision, bool(jit_compile)
         in_shape = getattr(model, "input_shape", None)
