@@ -43,6 +43,8 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--inference-patch", type=int, default=None, help="sliding window for test/external")
     p.add_argument("--param", action="append", default=[], help="TrainConfig override FIELD=JSON (repeatable)")
     p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--inference-precision", default=None,
+                   help="precision of the test/external predictions (default: the profile's plan; float32 as before 2026-12-04)")
     return p.parse_args()
 
 
@@ -119,7 +121,12 @@ def _run_seed(args: argparse.Namespace, manifest_df: Any, pre_dir: Path, out: Pa
     model_dir = train(pre_dir, manifest_df, seed_dir / "model", cfg, resume=True)
     times["train"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    predict_cohort(manifest_df, model_dir, seed_dir / "predictions", splits=("test", "external"), progress=False)
+    # the study's inference precision for this profile (cpu: 'auto', bfloat16 on CPUs that have it)
+    from bmstudy.plan import PROFILES, resolve_plan
+
+    precision = args.inference_precision or resolve_plan(args.profile if args.profile in PROFILES else "cpu").inference.precision
+    predict_cohort(manifest_df, model_dir, seed_dir / "predictions", splits=("test", "external"), progress=False,
+                   precision=precision)
     times["predict"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     evaluate_cohort(manifest_df, seed_dir / "predictions", seed_dir / "evaluation", progress=False, n_jobs=args.jobs)
