@@ -121,12 +121,8 @@ def _run_seed(args: argparse.Namespace, manifest_df: Any, pre_dir: Path, out: Pa
     model_dir = train(pre_dir, manifest_df, seed_dir / "model", cfg, resume=True)
     times["train"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    # the study's inference precision for this profile (cpu: 'auto', bfloat16 on CPUs that have it)
-    from bmstudy.plan import PROFILES, resolve_plan
-
-    precision = args.inference_precision or resolve_plan(args.profile if args.profile in PROFILES else "cpu").inference.precision
     predict_cohort(manifest_df, model_dir, seed_dir / "predictions", splits=("test", "external"), progress=False,
-                   precision=precision)
+                   precision=args.inference_precision)
     times["predict"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     evaluate_cohort(manifest_df, seed_dir / "predictions", seed_dir / "evaluation", progress=False, n_jobs=args.jobs)
@@ -169,6 +165,8 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     profile = args.profile if args.profile in PROFILES else "cpu"
+    # the study's inference precision for this profile (cpu: 'auto', bfloat16 on CPUs that have it)
+    args.inference_precision = args.inference_precision or resolve_plan(profile).inference.precision
     t0 = time.perf_counter()
     preprocess_cohort(manifest_df, out / "preprocessed", resolve_plan(profile).preprocess, n_jobs=args.jobs,
                       qc=False, progress=False)

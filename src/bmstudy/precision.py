@@ -73,10 +73,8 @@ def resolve_precision(requested: str, gpu: bool, bf16_native: bool | None = None
 def resolve_here(requested: str) -> str:
     """:func:`resolve_precision` on this process's devices (TensorFlow is imported only for ``auto``
     and ``mixed_float16``, which depend on whether a GPU is visible)."""
-    if requested not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}; got {requested!r}")
-    if requested in ("float32", "mixed_bfloat16"):
-        return requested
+    if requested not in ("auto", "mixed_float16"):  # no device question: validate and return
+        return resolve_precision(requested, gpu=False)
     import tensorflow as tf
 
     return resolve_precision(requested, bool(tf.config.list_physical_devices("GPU")))

@@ -16,7 +16,8 @@ class SiteParams:
     lesion/WM range, ``mimic`` the enhancing structures' (dura, sinuses, pituitary, plexus) scale.
     ``slice_thickness_mm`` > spacing blurs along the slice axis (thick-slice 2D acquisitions);
     ``ghosting`` is the probability of a motion ghost. ``venous_jitter``: log-sd of one per-case factor on
-    the venous mimics (sinuses, cavernous sinus, veins: bolus timing), drawn after the tissue intensities.
+    the venous mimics (sinuses, cavernous sinus, veins: bolus timing), drawn from the case's own stream 2
+    (the render stream, hence anatomy and lesions, is the same as without it).
     Venous blood is the brightest thing of a CE-T1 (sinuses ~2-3x white matter, above most enhancing
     lesions): the six real BraTS T1c scans put the model's false positives on skull-base vessels with a
     mean z-score of 4.5-7.8, 1.6-2.3x their enhancing tumour's, brighter than anything in the brain of
