@@ -1,12 +1,14 @@
 """bmstudy.cases.run_cases: the one per-case loop."""
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+import multiprocessing as mp
+import os
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
 import pandas as pd
 import pytest
 
-from bmstudy.cases import CaseError, run_cases, status_counts
+from bmstudy.cases import CaseError, broken_pool_hint, run_cases, status_counts
 
 
 class BadInput(ValueError):
@@ -52,6 +54,31 @@ def test_process_pool_and_executor_give_the_same_rows():
         threaded = run_cases(work, CASES, kwargs={"scale": 10}, excluded=(BadInput,), executor=ex, progress=False).rows
     _check(pooled)
     assert pooled == serial == threaded
+
+
+def die(case):
+    if case["patient_id"] == "die":
+        os._exit(3)  # a worker killed (for memory, say): the pool breaks
+    return {}
+
+
+def test_a_dead_worker_fails_its_cases_with_a_hint():
+    cases = [{"patient_id": "die"}, {"patient_id": "b"}]
+    with ProcessPoolExecutor(1) as pool:  # one worker: "b" waits behind "die" and is lost with the pool
+        res = run_cases(die, cases, executor=pool, progress=False)
+    by = {r["patient_id"]: r for r in res.rows}
+    assert by["die"]["status"] == "failed" and "die" in by["die"]["reason"]
+    assert "a worker process died" in by["die"]["reason"] and "n_jobs=1" in by["die"]["reason"]
+
+
+def test_broken_pool_hint_names_the_main_guard_under_spawn():
+    for method, guard in (("spawn", True), ("fork", False)):
+        pool = ProcessPoolExecutor(1, mp_context=mp.get_context(method))
+        try:
+            hint = broken_pool_hint(pool)
+        finally:
+            pool.shutdown()
+        assert "n_jobs=1" in hint and ('if __name__ == "__main__":' in hint) == guard
 
 
 def test_finished_cases_are_skipped():

@@ -14,6 +14,7 @@ import multiprocessing as mp
 import sys
 import traceback
 from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -24,7 +25,7 @@ from .executors import current_executor
 from .utils import PathLike, atomic_to_csv, duplicate_ids, get_logger
 
 __all__ = ["STATUSES", "EXIT_OK", "EXIT_PARTIAL", "EXIT_FAILED", "CaseError", "CaseResult", "run_cases",
-           "status_counts", "failure_row", "exit_code"]
+           "status_counts", "failure_row", "exit_code", "broken_pool_hint"]
 
 log = get_logger("bmstudy.cases")
 
@@ -172,6 +173,17 @@ def _mp_context() -> Any:
     return mp.get_context("spawn") if {"tensorflow", "torch", "ipykernel"} & set(sys.modules) else None
 
 
+def broken_pool_hint(pool: Any) -> str:
+    """What to try when a worker pool broke: the spawn start method's ``__main__`` guard, memory, ``n_jobs=1``."""
+    ctx = getattr(pool, "_mp_context", None)
+    method = ctx.get_start_method() if ctx is not None else mp.get_start_method(allow_none=True)
+    hint = "(a worker process died: killed for memory, or it crashed; n_jobs=1 runs the cases in this process"
+    if method == "spawn":
+        hint += ("; workers are started with 'spawn' (TensorFlow, torch or a Jupyter kernel is loaded), "
+                 "so a script must call this under `if __name__ == \"__main__\":`")
+    return hint + ")"
+
+
 def _call(fn: Callable[..., Mapping[str, Any]], case_id: str, case: Any, kwargs: Mapping[str, Any],
           excluded: tuple[type[BaseException], ...]) -> dict[str, Any]:
     """``fn(case, **kwargs)`` as a status row; exceptions become :func:`failure_row` rows."""
@@ -234,7 +246,9 @@ def _run_todo(fn: Callable[..., Mapping[str, Any]], todo: list[tuple[str, Any]],
             cid = futures[fut]
             try:
                 rows[cid] = fut.result()
-            except Exception as exc:  # noqa: BLE001  worker crash (e.g. killed for memory)
+            except BrokenProcessPool as exc:  # a worker died: killed for memory, or could not start
+                rows[cid] = failure_row(cid, RuntimeError(f"{exc} {broken_pool_hint(pool)}"))
+            except Exception as exc:  # noqa: BLE001
                 rows[cid] = failure_row(cid, exc)
             bar.update(1)
     finally:
