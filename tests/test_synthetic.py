@@ -378,3 +378,32 @@ def test_synth_preview_gets_the_real_scans_folder(tmp_path, monkeypatch):
     assert seen == [tmp_path / "r", tmp_path / "shared" / "real"] and default_real_dir() == seen[1]
     monkeypatch.delenv("BMSTUDY_SHARED_DATA")
     assert default_real_dir() == Path(synthetic.__file__).resolve().parents[3].parent / "shared" / "data" / "real"
+
+
+def test_a_lesion_overhanging_the_brain_is_clipped_to_it():
+    """Placement depth can exceed the true depth where the patient warp compresses the template; a lesion
+    that then overhangs the envelope is clipped to the brain instead of failing the case."""
+    from bmstudy.plan import default_sites
+    from bmstudy.synthetic.lesions import render_lesions
+    from bmstudy.synthetic.plans import CasePlan, LesionPlan
+
+    n = 48
+    g = np.indices((n, n, n)).astype(np.float32) - (n - 1) / 2
+    brain = np.sqrt((g ** 2).sum(0)) <= 18
+    lab = np.where(brain, 7, 0).astype(np.uint8)
+    true_depth = ndimage.distance_transform_edt(brain).astype(np.float32)
+    anat = {"lab": lab, "brain": brain, "depth": 3.0 * true_depth,  # overestimated threefold
+            "prob": {"gm": np.zeros(brain.shape, np.float32)}}
+    site = default_sites((1.0, 1.0, 1.0), (1.0, 1.0, 1.5))["internal"]
+    lesions = (LesionPlan(14.0, 14.0, "solid"), LesionPlan(12.0, 12.0, "ring"))
+    clipped = 0
+    for seed in range(6):
+        plan = CasePlan("X001", "internal", 0, seed, 60, "F", "lung", lesions, 60.0)
+        img = np.where(brain, 1.0, 0.0).astype(np.float32)
+        mask, info, labels = render_lesions(np.random.default_rng(seed), plan, anat, img, site, np.ones(3))
+        assert not np.any(mask.astype(bool) & ~brain) and len(info) == 2
+        for les in info:
+            comp, n_comp = ndimage.label(labels == les["label"])
+            assert n_comp == 1 and les["n_voxels"] == int((labels == les["label"]).sum()) or les["touching"]
+        clipped += sum(les["clipped_voxels"] > 0 for les in info)
+    assert clipped > 0  # the overestimated depth did put lesions across the envelope

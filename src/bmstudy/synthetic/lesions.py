@@ -24,8 +24,11 @@ import numpy as np
 from scipy import ndimage
 
 from ..plan import SiteParams
+from ..utils import get_logger
 from .fields import box_coords_mm, local_box, smooth_noise
 from .plans import CasePlan, LesionPlan
+
+log = get_logger("bmstudy.synthetic.lesions")
 
 __all__ = ["place_lesions", "lesion_shape", "render_lesions", "annotator_mask"]
 
@@ -239,14 +242,14 @@ def render_lesions(rng: np.random.Generator, plan: CasePlan, anat: dict[str, Any
         1 inside the metastases (necrotic core included, oedema excluded).
     lesions : list of dict
         Per lesion: ``label``, ``center_vox``, ``diameter_mm``, ``pattern``, ``variant``, ``touching``,
-        ``n_voxels``.
+        ``n_voxels``, ``clipped_voxels`` (voxels outside the brain cut off, 0 for nearly every lesion).
     labels : ndarray of uint8
         Lesion ``k + 1`` where lesion k was painted (a later lesion overwrites a touching earlier one).
 
     Raises
     ------
     RuntimeError
-        If a lesion cannot be placed or leaves the brain mask.
+        If a lesion cannot be placed, or the mask still leaves the brain (a bug).
     """
     lab, brain = anat["lab"], anat["brain"]
     shape = lab.shape
@@ -262,6 +265,17 @@ def render_lesions(rng: np.random.Generator, plan: CasePlan, anat: dict[str, Any
         sl, _ = local_box(c, R + 1, spacing, shape)
         coords = box_coords_mm(sl, c, spacing)
         inside, enh = lesion_shape(rng, les, coords, spacing)
+        # The placement depth is the template's distance scaled by the patient's size, which the
+        # patient's nonlinear warp can exceed locally: a lesion at the cortex may then overhang the
+        # envelope. It is clipped to the brain (a lesion abutting the pial surface), keeping the
+        # component of its centre; lesions that fit (nearly all) are unchanged and draw no randomness.
+        clipped = int((inside & ~brain[sl]).sum())
+        if clipped:
+            centre = tuple(int(np.argmin(np.abs(q.ravel()))) for q in coords)
+            inside = inside & brain[sl]
+            cl, _ = ndimage.label(inside)
+            inside = cl == cl[centre] if inside[centre] else cl == (np.bincount(cl.ravel())[1:].argmax() + 1)
+            log.debug("%s: lesion %d overhung the brain by %d voxels; clipped", plan.patient_id, k + 1, clipped)
         peak = wm_level * rng.uniform(*site.enhancement)
         nec = site.tissue["necrosis"] * rng.uniform(0.8, 1.2)
         val = np.where(enh < 0, site.tissue["csf"], nec + np.clip(enh, 0, None) * (peak - nec))
@@ -270,7 +284,7 @@ def render_lesions(rng: np.random.Generator, plan: CasePlan, anat: dict[str, Any
         labels[sl][inside] = k + 1
         info.append({"label": k + 1, "center_vox": [float(v) for v in c], "diameter_mm": les.diameter_mm,
                      "pattern": les.pattern, "variant": les.variant, "touching": les.touching,
-                     "n_voxels": int(inside.sum())})
+                     "n_voxels": int(inside.sum()), "clipped_voxels": clipped})
     if np.any(mask & ~brain):
         raise RuntimeError(f"{plan.patient_id}: a lesion leaves the brain mask (placement bug)")
     return mask, info, labels
