@@ -154,3 +154,19 @@ def test_groupnorm_model_round_trips_through_a_keras_file(tmp_path):
     loaded = keras.models.load_model(tmp_path / "m.keras", custom_objects=custom_objects(), compile=False)
     assert norm_layers(loaded, "batch") == [] and len(norm_layers(loaded, "group")) == len(norm_layers(model, "group"))
     np.testing.assert_allclose(np.asarray(loaded.predict_on_batch(x)), before, atol=1e-6)
+
+
+def test_output_prior_sets_the_last_bias_to_its_logit():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    x = np.random.default_rng(0).normal(size=(1, 32, 32, 32, 1)).astype(np.float32)
+    plain = build_model(32, norm="group")
+    prior = build_model(32, norm="group", output_prior=0.01)
+    assert np.asarray(plain.get_layer("final_conv").bias).tolist() == [0.0]
+    np.testing.assert_allclose(np.asarray(prior.get_layer("final_conv").bias), [np.log(0.01 / 0.99)], rtol=1e-6)
+    assert 0.15 < float(np.mean(plain(x, training=False))) < 0.85  # untrained: around 0.5 (0.31-0.59 seen)
+    assert float(np.mean(prior(x, training=False))) < 0.1       # untrained: about the prior
+    for bad in (0.0, 1.0, -0.1):
+        with pytest.raises(ValueError, match="output_prior"):
+            build_model(32, output_prior=bad)

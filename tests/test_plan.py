@@ -46,6 +46,7 @@ def test_overrides_dotted_and_nested():
     ({"train.nope": 1}, "nope"),
     ({"inference.blend": "max"}, "blend"),
     ({"evaluation": 3}, "needs a mapping"),
+    ({"train.output_prior": 1.5}, "output_prior"),
 ])
 def test_bad_overrides_name_the_key(bad, match):
     with pytest.raises(ValueError, match=match):

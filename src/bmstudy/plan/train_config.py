@@ -55,7 +55,8 @@ class TrainConfig:
     (the paper), ``poly`` (nnU-Net: ``lr * (1 - step/total)^0.9``) or ``cosine``. ``deterministic``:
     op determinism and one inter-op thread (:mod:`bmstudy.training.determinism`), so a run repeats exactly.
     ``precision``: the Keras policy of training (:mod:`bmstudy.precision`; ``auto``: ``mixed_bfloat16`` on
-    a CPU with native bfloat16, else ``float32``); ``mixed_precision=True`` is the older spelling of
+    a CPU with native bfloat16, else ``float32``); ``output_prior``: the untrained network's foreground
+    probability (the last bias starts at its logit; ``None``: zero bias, p = 0.5); ``mixed_precision=True`` is the older spelling of
     ``mixed_float16`` on a GPU. The exported model is float32 either way (inference picks its own).
     """
 
@@ -98,6 +99,7 @@ class TrainConfig:
     deterministic: bool = True
     val_split: str = "stratified"
     precision: str = "float32"
+    output_prior: float | None = None
 
     PROFILES = ("tiny", "cpu", "paper")
 
@@ -115,6 +117,8 @@ class TrainConfig:
             raise ValueError(f"strategy must be auto, default, mirrored or multi_worker; got {self.strategy!r}")
         if self.encoder_weights is not None:
             self.encoder_weights = str(self.encoder_weights)
+        if self.output_prior is not None and not 0.0 < float(self.output_prior) < 1.0:
+            raise ValueError(f"output_prior must be in (0, 1) or None; got {self.output_prior!r}")
         self._check_issue11_fields()
 
     def _check_issue11_fields(self) -> None:

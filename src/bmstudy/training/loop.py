@@ -272,7 +272,8 @@ def _model_and_start(out_dir: Path, config: TrainConfig, state: dict[str, Any] |
         return model, initial_epoch, best
     # spatial dims left open: fully convolutional, so inference may use larger windows
     model = build_model(None, config.encoder_weights, config.decoder_dropout,
-                        backbone=config.backbone, dropout_type=config.dropout_type, norm=config.norm)
+                        backbone=config.backbone, dropout_type=config.dropout_type, norm=config.norm,
+                        output_prior=config.output_prior)
     opt = keras.optimizers.Adam(learning_rate=learning_rate(config), beta_1=config.beta_1,
                                 beta_2=config.beta_2, epsilon=config.epsilon)
     model.compile(optimizer=opt, loss=make_loss(config.dice_weight, config.bce_weight), metrics=[dice_score])

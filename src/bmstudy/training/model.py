@@ -36,6 +36,7 @@ This module imports TensorFlow/Keras only inside functions.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -78,6 +79,7 @@ def build_model(
     decoder_use_batchnorm: bool = True,
     name: str = "unet3d_resnet34",
     norm: str = "batch",
+    output_prior: float | None = None,
 ) -> Any:
     """Build the 3D U-Net (sm ResNet encoder, custom decoder with dropout in every block).
 
@@ -104,6 +106,10 @@ def build_model(
     norm : {"batch", "group", "instance"}, default="batch"
         Normalisation layers of encoder and decoder (module docstring); ``decoder_use_batchnorm=False``
         leaves the decoder without any.
+    output_prior : float or None, default=None
+        Initial foreground probability: the last convolution's bias starts at ``log(p / (1 - p))``
+        (the prior initialisation of Lin et al., RetinaNet), so an untrained network predicts ``p``
+        everywhere instead of 0.5; ``None`` keeps a zero bias (the paper's Keras default).
 
     Returns
     -------
@@ -125,6 +131,8 @@ def build_model(
         raise ValueError(f"dropout_type must be 'spatial' or 'standard'; got {dropout_type!r}")
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {NORMS}; got {norm!r}")
+    if output_prior is not None and not 0.0 < float(output_prior) < 1.0:
+        raise ValueError(f"output_prior must be in (0, 1) or None; got {output_prior!r}")
     if len(decoder_filters) != 5:
         raise ValueError(f"decoder_filters needs 5 entries (one per decoder block); got {decoder_filters!r}")
     spatial = (None, None, None) if patch_size is None else check_patch_size(patch_size)
@@ -140,7 +148,9 @@ def build_model(
     for stage, filters in enumerate(decoder_filters):
         x = _decoder_block(x, skips[stage] if stage < len(skips) else None, stage, filters, decoder_dropout,
                            dropout_type, decoder_use_batchnorm, norm)
-    x = layers.Conv3D(1, 3, padding="same", kernel_initializer="glorot_uniform", name="final_conv")(x)
+    bias = 0.0 if output_prior is None else math.log(output_prior / (1.0 - output_prior))
+    x = layers.Conv3D(1, 3, padding="same", kernel_initializer="glorot_uniform",
+                      bias_initializer=keras.initializers.Constant(bias), name="final_conv")(x)
     outputs = layers.Activation("sigmoid", dtype="float32", name="sigmoid")(x)
     return keras.Model(inputs, outputs, name=name)
 
