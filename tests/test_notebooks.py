@@ -162,3 +162,26 @@ def test_definition_check_catches_functions(tmp_path):
     nbformat.write(nb, path)
     with pytest.raises(pytest.fail.Exception, match="defines a lambda"):
         test_no_function_or_class_in_notebooks(path)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_a_plan_section_bound_to_a_name_reaches_the_library_whole(path):
+    """``inf = P.inference``: ``inf`` is passed whole to a call (``params=inf``) or every one of its fields is
+    read, so no setting of the plan (say ``precision``) is silently left at the function's default."""
+    sections = {"synth": study_plan.SynthParams, "preprocess": study_plan.PreprocessParams,
+                "train": study_plan.TrainConfig, "inference": study_plan.InferenceParams,
+                "evaluation": study_plan.EvalParams}
+    trees = [ast.parse(src) for _, src in _code_cells(path)]
+    nodes = [n for t in trees for n in ast.walk(t)]
+    bound = {n.targets[0].id: n.value.attr for n in nodes if isinstance(n, ast.Assign) and len(n.targets) == 1
+             and isinstance(n.targets[0], ast.Name) and isinstance(n.value, ast.Attribute)
+             and isinstance(n.value.value, ast.Name) and n.value.value.id == "P" and n.value.attr in sections}
+    for name, section in bound.items():
+        passed = any(isinstance(n, ast.Call) and any(isinstance(a, ast.Name) and a.id == name
+                                                     for a in [*n.args, *(k.value for k in n.keywords)])
+                     for n in nodes)
+        read = {n.attr for n in nodes if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name)
+                and n.value.id == name}
+        missing = sorted({f.name for f in dataclasses.fields(sections[section])} - read)
+        assert passed or not missing, (f"{path.name}: {name} = P.{section} is neither passed whole to a call nor "
+                                       f"read field by field; not read: {missing}")
