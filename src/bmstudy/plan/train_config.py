@@ -57,7 +57,8 @@ class TrainConfig:
     ``precision``: the Keras policy of training (:mod:`bmstudy.precision`; ``auto``: ``mixed_bfloat16`` on
     a CPU with native bfloat16, else ``float32``); ``output_prior``: the untrained network's foreground
     probability (the last bias starts at its logit; ``None``: zero bias, p = 0.5);
-    ``mixed_precision=True`` is the older spelling of ``mixed_float16`` on a GPU. The exported model is float32 either way (inference picks its own).
+    ``mixed_precision=True`` is the older spelling of ``mixed_float16`` on a GPU. The exported model is
+    float32 either way (inference picks its own).
     """
 
     profile: str = "paper"
@@ -149,8 +150,8 @@ class TrainConfig:
         bfloat16: 88-96 s instead of 117-138 s per 50-step epoch on the 2-core study machine) and
         ``output_prior=0.01`` (the last bias starts at logit(0.01): seed 0 on the default cohort reached
         whole-volume validation Dice 0.31 at epoch 6 instead of 0.02); ``paper`` keeps BatchNorm,
-        constant Adam 1e-4, a zero output bias and ``val_loss`` selection. BatchNorm at the ``cpu`` profile (batches of 2 patches) failed on seed 1
-        under every eval-mode statistic (running, precise BN on head or training-like patches); see the
+        constant Adam 1e-4, a zero output bias and ``val_loss`` selection. BatchNorm at the ``cpu``
+        profile (batches of 2 patches) failed on seed 1 under every eval-mode statistic (running, precise BN on head or training-like patches); see the
         deviations page and ``benchmarks/norm_eval.py``. GroupNorm, seed 0: median test Dice 0.797,
         external 0.382, epoch 18 kept (56 min of training on 2 cores). Measured with BatchNorm + precise BN on the
         real-scale default cohort (2-core CPU, seed 0, 27 train / 5 val cases,
