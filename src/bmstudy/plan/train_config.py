@@ -151,8 +151,8 @@ class TrainConfig:
         ``output_prior=0.01`` (the last bias starts at logit(0.01): seed 0 on the default cohort reached
         whole-volume validation Dice 0.31 at epoch 6 instead of 0.02); ``paper`` keeps BatchNorm,
         constant Adam 1e-4, a zero output bias and ``val_loss`` selection. BatchNorm at the ``cpu``
-        profile (batches of 2 patches) failed on seed 1 under every eval-mode statistic (running, precise BN on head or training-like patches); see the
-        deviations page and ``benchmarks/norm_eval.py``. GroupNorm, seed 0: median test Dice 0.797,
+        profile (batches of 2 patches) failed on seed 1 under every eval-mode statistic (running,
+        precise BN on head or training-like patches); see the deviations page and ``benchmarks/norm_eval.py``. GroupNorm, seed 0: median test Dice 0.797,
         external 0.382, epoch 18 kept (56 min of training on 2 cores). Measured with BatchNorm + precise BN on the
         real-scale default cohort (2-core CPU, seed 0, 27 train / 5 val cases,
         ``benchmarks/train_seeds.py``): nnU-Net's 1/3 foreground with 12 x 25 steps learned almost
