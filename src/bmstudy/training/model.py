@@ -125,16 +125,7 @@ def build_model(
     FileNotFoundError
         If ``encoder_weights`` is not an existing file.
     """
-    if not 0.0 <= float(decoder_dropout) < 1.0:
-        raise ValueError(f"decoder_dropout must be in [0, 1); got {decoder_dropout!r}")
-    if dropout_type not in ("spatial", "standard"):
-        raise ValueError(f"dropout_type must be 'spatial' or 'standard'; got {dropout_type!r}")
-    if norm not in NORMS:
-        raise ValueError(f"norm must be one of {NORMS}; got {norm!r}")
-    if output_prior is not None and not 0.0 < float(output_prior) < 1.0:
-        raise ValueError(f"output_prior must be in (0, 1) or None; got {output_prior!r}")
-    if len(decoder_filters) != 5:
-        raise ValueError(f"decoder_filters needs 5 entries (one per decoder block); got {decoder_filters!r}")
+    _check_builder_args(decoder_dropout, dropout_type, norm, output_prior, decoder_filters)
     spatial = (None, None, None) if patch_size is None else check_patch_size(patch_size)
     weights_path = _weights_file(encoder_weights, backbone)
 
@@ -153,6 +144,21 @@ def build_model(
                       bias_initializer=keras.initializers.Constant(bias), name="final_conv")(x)
     outputs = layers.Activation("sigmoid", dtype="float32", name="sigmoid")(x)
     return keras.Model(inputs, outputs, name=name)
+
+
+def _check_builder_args(decoder_dropout: float, dropout_type: str, norm: str, output_prior: float | None,
+                        decoder_filters: Sequence[int]) -> None:
+    """``ValueError`` naming the first bad :func:`build_model` argument."""
+    if not 0.0 <= float(decoder_dropout) < 1.0:
+        raise ValueError(f"decoder_dropout must be in [0, 1); got {decoder_dropout!r}")
+    if dropout_type not in ("spatial", "standard"):
+        raise ValueError(f"dropout_type must be 'spatial' or 'standard'; got {dropout_type!r}")
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}; got {norm!r}")
+    if output_prior is not None and not 0.0 < float(output_prior) < 1.0:
+        raise ValueError(f"output_prior must be in (0, 1) or None; got {output_prior!r}")
+    if len(decoder_filters) != 5:
+        raise ValueError(f"decoder_filters needs 5 entries (one per decoder block); got {decoder_filters!r}")
 
 
 def _weights_file(encoder_weights: PathLike | None, backbone: str) -> Path | None:
