@@ -158,6 +158,11 @@ def _ellipsoid(rng: np.random.Generator, R: float, pattern: str, coords: list[np
     return inside, enh
 
 
+def _centre_voxel(coords: list[np.ndarray]) -> tuple[int, ...]:
+    """Index of the box voxel nearest the lesion centre (coordinates in mm relative to it)."""
+    return tuple(int(np.argmin(np.abs(c.ravel()))) for c in coords)
+
+
 def lesion_shape(rng: np.random.Generator, les: LesionPlan, coords: list[np.ndarray], spacing: np.ndarray
                  ) -> tuple[np.ndarray, np.ndarray]:
     """Boolean lesion mask and relative enhancement (1 = full, necrosis ~0) in a local box.
@@ -192,7 +197,7 @@ def lesion_shape(rng: np.random.Generator, les: LesionPlan, coords: list[np.ndar
     else:
         inside, enh = _ellipsoid(rng, R, les.pattern, coords, noise, dist, les.variant)
     # one lesion = one (6-connected) component containing the centre; always >= 1 voxel
-    centre = tuple(int(np.argmin(np.abs(c.ravel()))) for c in (x, y, z))
+    centre = _centre_voxel(coords)
     inside[centre] = True
     lab, _ = ndimage.label(inside)
     inside = lab == lab[centre]
@@ -270,11 +275,9 @@ def render_lesions(rng: np.random.Generator, plan: CasePlan, anat: dict[str, Any
         # envelope. It is clipped to the brain (a lesion abutting the pial surface), keeping the
         # component of its centre; lesions that fit (nearly all) are unchanged and draw no randomness.
         clipped = int((inside & ~brain[sl]).sum())
-        if clipped:
-            centre = tuple(int(np.argmin(np.abs(q.ravel()))) for q in coords)
-            inside = inside & brain[sl]
-            cl, _ = ndimage.label(inside)
-            inside = cl == cl[centre] if inside[centre] else cl == (np.bincount(cl.ravel())[1:].argmax() + 1)
+        if clipped:  # the centre voxel is in the brain (placement draws it from the brain's depth map)
+            cl, _ = ndimage.label(inside & brain[sl])
+            inside = cl == cl[_centre_voxel(coords)]
             log.debug("%s: lesion %d overhung the brain by %d voxels; clipped", plan.patient_id, k + 1, clipped)
         peak = wm_level * rng.uniform(*site.enhancement)
         nec = site.tissue["necrosis"] * rng.uniform(0.8, 1.2)
