@@ -274,3 +274,18 @@ def test_training_curves_plot_whole_volume_validation_beside_patch_losses():
     np.testing.assert_array_equal(volume_ax.lines[0].get_xdata(), [2, 4])  # validated epochs only, 1-based
     assert [l.get_label() for l in patch_ax.lines] == ["dice_score"]
     assert "whole-volume" in volume_ax.get_title()
+
+
+def test_validation_rows_append_without_rewriting_earlier_floats(tmp_path):
+    """Each whole-volume validation appends to validation_cases.csv; earlier rows keep their exact text."""
+    from bmstudy.training.validation import append_rows
+
+    path = tmp_path / "validation_cases.csv"
+    first = pd.DataFrame({"epoch": [2, 2], "patient_id": ["INT017", "007"], "dice": [0.44419633956696836, 0.1 + 0.2]})
+    append_rows(path, first)
+    text = path.read_text(encoding="utf-8")
+    append_rows(path, first.assign(epoch=5))
+    again = path.read_text(encoding="utf-8")
+    assert again.startswith(text) and len(again.splitlines()) == 5
+    table = pd.read_csv(path, dtype={"patient_id": str}, float_precision="round_trip")
+    assert table["patient_id"].tolist()[:2] == ["INT017", "007"] and table["dice"].iloc[0] == 0.44419633956696836

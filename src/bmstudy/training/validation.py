@@ -40,7 +40,7 @@ from .norm import recalibrate_batchnorm
 from .sampling import PatchSampler, load_cases, load_preprocessed_case
 
 __all__ = ["CASES_FILE", "SUMMARY_KEYS", "ValidationCase", "load_validation_cases", "predict_volume", "meta_spacing",
-           "validate_cases", "summarise", "epoch_validation_class", "make_validation_callback", "select_monitor"]
+           "append_rows", "validate_cases", "summarise", "epoch_validation_class", "make_validation_callback", "select_monitor"]
 
 log = get_logger("bmstudy.training.validation")
 
@@ -78,6 +78,16 @@ def meta_spacing(meta: dict[str, Any]) -> tuple[float, float, float]:
         if isinstance(value, (list, tuple)) and len(value) == 3:
             return tuple(float(v) for v in value)  # type: ignore[return-value]
     return (1.0, 1.0, 1.0)
+
+
+def append_rows(path: PathLike, new: pd.DataFrame) -> None:
+    """Append ``new`` to the CSV table at ``path`` (created when missing), atomically.
+
+    Earlier rows are read back with round-trip float parsing, so rewriting them keeps their text.
+    """
+    path = Path(path)
+    old = pd.read_csv(path, dtype={"patient_id": str}, float_precision="round_trip") if path.is_file() else None
+    atomic_to_csv(new if old is None else pd.concat([old, new], ignore_index=True), path)
 
 
 def load_validation_cases(preprocessed_dir: PathLike, patient_ids: Sequence[str]) -> list[ValidationCase]:
@@ -278,9 +288,7 @@ def epoch_validation_class() -> Any:
 
         def _append_cases(self, per_case: pd.DataFrame, epoch: int) -> None:
             path = self.out_dir / CASES_FILE
-            new = per_case.assign(epoch=epoch)[["epoch", *per_case.columns]]
-            old = pd.read_csv(path, dtype={"patient_id": str}) if path.is_file() else None
-            atomic_to_csv(new if old is None else pd.concat([old, new], ignore_index=True), path)
+            append_rows(path, per_case.assign(epoch=epoch)[["epoch", *per_case.columns]])
 
         def _tensorboard(self, summary: dict[str, float], epoch: int) -> None:
             if not (self.out_dir / "logs").is_dir():
