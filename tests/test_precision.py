@@ -2,12 +2,17 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from bmstudy.plan import InferenceParams, TrainConfig
 from bmstudy.precision import KERAS_POLICIES, PRECISIONS, native_bfloat16, resolve_here, resolve_precision
 
+TESTS = Path(__file__).resolve().parent
 _EPYC = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\n\nprocessor\t: 1\n"
 _OLD = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n"
 
@@ -49,25 +54,40 @@ def test_unknown_precisions_are_refused_everywhere():
     assert resolve_here("float32") == "float32" and resolve_here("mixed_bfloat16") == "mixed_bfloat16"
 
 
+_BF16_TRAIN = """
+import json, sys
+from pathlib import Path
+import keras
+from bmstudy.plan import TrainConfig
+from bmstudy.training import train
+from fake_preprocessed import write_cohort
+root = Path(sys.argv[1])
+manifest = write_cohort(root / "pre", n=3)
+cfg = TrainConfig.from_profile("tiny", epochs=1, steps_per_epoch=2, backbone="resnet18", precision="mixed_bfloat16")
+before = keras.mixed_precision.global_policy().name
+train(root / "pre", manifest, root / "run", cfg)
+print("RESULT " + json.dumps([before, keras.mixed_precision.global_policy().name]))
+"""
+
+
 @pytest.mark.slow
 def test_bfloat16_training_records_its_policy_and_exports_a_float32_model(tmp_path):
+    """In a fresh process, as a study stage trains (bfloat16 training needs its one inter-op thread)."""
     import keras
     import numpy as np
 
-    from bmstudy.training import custom_objects, load_trained, train
-    from fake_preprocessed import write_cohort
+    from bmstudy.training import custom_objects, load_trained
 
-    data = tmp_path / "pre"
-    manifest = write_cohort(data, n=3)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    r = subprocess.run([sys.executable, "-c", _BF16_TRAIN, str(tmp_path)], env=env, capture_output=True,
+                       text=True, encoding="utf-8", timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    before, after = json.loads(next(ln for ln in r.stdout.splitlines() if ln.startswith("RESULT "))[7:])
+    assert after == before  # the global policy is restored after training
     out = tmp_path / "run"
-    cfg = TrainConfig.from_profile("tiny", epochs=1, steps_per_epoch=2, backbone="resnet18",
-                                   precision="mixed_bfloat16")
-    before = keras.mixed_precision.global_policy().name
-    train(data, manifest, out, cfg)
-    assert keras.mixed_precision.global_policy().name == before  # restored after training
     rec = json.loads((out / "train_config.json").read_text(encoding="utf-8"))
     assert rec["status"] == "complete" and rec["precision"] == "mixed_bfloat16"
-    assert rec["config"]["precision"] == "mixed_bfloat16"
+    assert rec["config"]["precision"] == "mixed_bfloat16" and rec["determinism"]["inter_op_threads"] == 1
     log = (out / "training_log.csv").read_text(encoding="utf-8")
     assert "val_case_dice" in log
     model, _ = load_trained(out)
@@ -79,6 +99,40 @@ def test_bfloat16_training_records_its_policy_and_exports_a_float32_model(tmp_pa
     last = keras.models.load_model(out / "checkpoint" / "last.keras", compile=False,
                                    custom_objects=custom_objects())
     assert any(layer.dtype_policy.name == "mixed_bfloat16" for layer in last.layers)  # resume keeps the policy
+
+
+_POOL_PROBE = """
+import json, sys
+import tensorflow as tf
+from bmstudy.training.loop import _cpu_bfloat16_pool
+if sys.argv[1] == "late":
+    tf.constant(1.0) + 1.0  # starts the runtime with TensorFlow's default inter-op pool
+try:
+    print("RESULT " + json.dumps(_cpu_bfloat16_pool(sys.argv[2], sys.argv[3])))
+except RuntimeError as exc:
+    print("RESULT " + json.dumps("error: " + str(exc)))
+"""
+
+
+@pytest.mark.parametrize(("when", "requested", "strategy", "expected"), [
+    ("early", "auto", "default", "mixed_bfloat16"),
+    ("early", "mixed_bfloat16", "auto", "mixed_bfloat16"),
+    ("late", "auto", "default", "float32"),          # the default pool: auto falls back, with a warning
+    ("late", "mixed_bfloat16", "default", "error"),  # asked for explicitly: refused, saying what to do
+    ("early", "auto", "mirrored", "float32"),        # several replicas need the default pool
+])
+def test_cpu_bfloat16_training_gets_one_inter_op_thread_or_falls_back(when, requested, strategy, expected):
+    env = {k: v for k, v in os.environ.items() if k != "TF_NUM_INTEROP_THREADS"}
+    r = subprocess.run([sys.executable, "-c", _POOL_PROBE, when, requested, strategy], env=env, capture_output=True,
+                       text=True, encoding="utf-8", timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = json.loads(next(ln for ln in r.stdout.splitlines() if ln.startswith("RESULT "))[7:])
+    if expected == "error":
+        assert got.startswith("error: ") and "TF_NUM_INTEROP_THREADS=1" in got and "NaN" in got
+    else:
+        assert got == expected
+    if expected == "float32":
+        assert "training in float32" in r.stderr
 
 
 def test_predict_fn_resolves_auto_to_this_machines_policy():

@@ -289,3 +289,46 @@ def test_validation_rows_append_without_rewriting_earlier_floats(tmp_path):
     assert again.startswith(text) and len(again.splitlines()) == 5
     table = pd.read_csv(path, dtype={"patient_id": str}, float_precision="round_trip")
     assert table["patient_id"].tolist()[:2] == ["INT017", "007"] and table["dice"].iloc[0] == 0.44419633956696836
+
+
+def test_finite_weights_guard_names_the_epoch_and_the_variables():
+    import keras
+
+    from bmstudy.training.checkpoint import finite_weights_guard_class, nonfinite_weights
+
+    model = keras.Sequential([keras.Input((4, 4, 4, 1)), keras.layers.Conv3D(2, 1, name="c1"),
+                              keras.layers.BatchNormalization(name="bn")])
+    guard = finite_weights_guard_class()()
+    guard.set_model(model)
+    guard.on_epoch_end(0)  # finite: nothing happens
+    assert nonfinite_weights(model) == []
+    var = model.get_layer("bn").moving_variance
+    var.assign(np.array([1.0, np.inf], np.float32))
+    assert nonfinite_weights(model) == [var.path]
+    with pytest.raises(RuntimeError, match=r"diverged in epoch 3: 1 variable\(s\).*moving_variance"):
+        guard.on_epoch_end(2)
+
+
+@pytest.mark.slow
+def test_a_diverged_epoch_is_neither_validated_nor_saved(tmp_path):
+    import keras
+
+    from bmstudy.training import train
+
+    data = tmp_path / "pre"
+    manifest = write_cohort(data, n=3)
+    out = tmp_path / "run"
+    cfg = TrainConfig.from_profile("tiny", epochs=2, steps_per_epoch=1, backbone="resnet18")
+
+    class Poison(keras.callbacks.Callback):  # the second epoch's update leaves a NaN kernel
+        def on_train_batch_end(self, batch, logs=None):
+            if self.model.optimizer.iterations.numpy() == 2:
+                w = self.model.get_layer("final_conv").kernel
+                w.assign(np.full(w.shape, np.nan, np.float32))
+
+    with pytest.raises(RuntimeError, match=r"diverged in epoch 2: 1 variable\(s\) .*final_conv/kernel"):
+        train(data, manifest, out, cfg, extra_callbacks=[Poison()])
+    state = json.loads((out / "checkpoint" / "state.json").read_text(encoding="utf-8"))
+    assert state["epoch"] == 1 and state["best_epoch"] == 0  # the checkpoint holds the finite epoch
+    assert pd.read_csv(out / "validation_cases.csv")["epoch"].tolist() == [0]
+    assert (out / "model_best.keras").is_file()

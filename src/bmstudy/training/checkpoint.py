@@ -25,7 +25,8 @@ from ..plan import TrainConfig
 from ..utils import atomic_path, atomic_to_csv, atomic_write_json, get_logger
 from .model import BEST_MODEL, CHECKPOINT_DIR, CONFIG_FILE, LAST_MODEL
 
-__all__ = ["STATE_FILE", "monitor_mode", "initial_best", "epoch_checkpoint_class", "resume_state", "truncate_log"]
+__all__ = ["STATE_FILE", "monitor_mode", "initial_best", "nonfinite_weights", "finite_weights_guard_class",
+           "epoch_checkpoint_class", "resume_state", "truncate_log"]
 
 log = get_logger("bmstudy.training.checkpoint")
 
@@ -51,6 +52,39 @@ def monitor_mode(monitor: str) -> str:
 def initial_best(mode: str) -> float:
     """The best value before any epoch: ``inf`` for ``"min"``, ``-inf`` for ``"max"``."""
     return -math.inf if mode == "max" else math.inf
+
+
+def nonfinite_weights(model: Any) -> list[str]:
+    """Paths of ``model``'s variables (weights and BatchNorm statistics) that hold a NaN or an infinity."""
+    return [str(getattr(w, "path", w.name)) for w in model.weights if not np.isfinite(np.asarray(w)).all()]
+
+
+def finite_weights_guard_class() -> Any:
+    """The Keras callback class that stops a diverged run before anything of its epoch is validated or saved.
+
+    Returns
+    -------
+    type
+        ``FiniteWeightsGuard()``: at the end of every epoch, a ``RuntimeError`` naming the epoch and the
+        first non-finite variables (:func:`nonfinite_weights`) when the model holds any. Put it before
+        the validation and checkpoint callbacks: a NaN network predicts no lesion anywhere, which
+        would otherwise be validated as Dice 0 (or 1 on a lesion-free case) and could be kept as the
+        best model. The checkpoint then still holds the last finite epoch.
+    """
+    import keras
+
+    class FiniteWeightsGuard(keras.callbacks.Callback):
+        """Raise when the model's weights stopped being finite."""
+
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            bad = nonfinite_weights(self.model)
+            if bad:
+                raise RuntimeError(
+                    f"training diverged in epoch {epoch + 1}: {len(bad)} variable(s) hold NaN or infinity "
+                    f"({', '.join(bad[:4])}{', ...' if len(bad) > 4 else ''}); nothing of this epoch was "
+                    "validated or saved, the checkpoint holds the epoch before")
+
+    return FiniteWeightsGuard
 
 
 def epoch_checkpoint_class() -> Any:

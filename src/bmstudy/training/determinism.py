@@ -14,7 +14,10 @@ runtime is initialised in the process; when it is too late (a notebook or a test
 TensorFlow), the run trains anyway, logs a warning and is recorded as not deterministic. Multi-replica
 strategies (``mirrored``, ``multi_worker``) keep the default inter-op pool: their collective ops
 wait on each other and one inter-op thread would serialise (or stall) them, so they are recorded as
-op-deterministic only. TensorFlow is imported only inside functions.
+op-deterministic only. bfloat16 training on the CPU asks for the single inter-op thread too, whether
+or not the run is deterministic (:func:`single_inter_op_pool`, used by
+:mod:`bmstudy.training.loop`): with the default pool, concurrent bfloat16 gradient kernels gave NaN
+weights. TensorFlow is imported only inside functions.
 """
 from __future__ import annotations
 
@@ -45,6 +48,29 @@ def inter_op_threads() -> int:
     return n
 
 
+def single_replica(strategy: str) -> bool:
+    """Whether ``strategy`` (``TrainConfig.strategy``) trains one replica: ``default``, or ``auto`` with
+    at most one visible GPU."""
+    import tensorflow as tf
+
+    if strategy not in _SINGLE_REPLICA:
+        return False
+    return strategy == "default" or len(tf.config.list_physical_devices("GPU")) <= 1
+
+
+def single_inter_op_pool() -> bool:
+    """Ask for ONE inter-op thread; whether the pool has one thread now (``False`` when TensorFlow's
+    runtime already started with another size in this process)."""
+    import tensorflow as tf
+
+    if inter_op_threads() != 1:
+        try:
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+        except RuntimeError:  # the runtime is already initialised in this process
+            return False
+    return inter_op_threads() == 1
+
+
 def configure_determinism(deterministic: bool, strategy: str) -> dict[str, Any]:
     """Switch on what makes training repeatable; call before TensorFlow's runtime is first used.
 
@@ -67,16 +93,11 @@ def configure_determinism(deterministic: bool, strategy: str) -> dict[str, Any]:
     if not deterministic:
         return {"op_determinism": False, "inter_op_threads": inter_op_threads(), "deterministic": False}
     tf.config.experimental.enable_op_determinism()
-    single = strategy in _SINGLE_REPLICA
-    if strategy == "auto" and len(tf.config.list_physical_devices("GPU")) > 1:
-        single = False
-    if single and inter_op_threads() != 1:
-        try:
-            tf.config.threading.set_inter_op_parallelism_threads(1)
-        except RuntimeError as exc:  # the runtime is already initialised in this process
-            log.warning("deterministic training asked, but TensorFlow was already initialised with %d inter-op "
-                        "thread(s) (%s); this run may not repeat exactly. Set %s=1 or train in a fresh process.",
-                        inter_op_threads(), exc, INTEROP_ENV)
+    single = single_replica(strategy)
+    if single and not single_inter_op_pool():
+        log.warning("deterministic training asked, but TensorFlow was already initialised with %d inter-op "
+                    "thread(s); this run may not repeat exactly. Set %s=1 or train in a fresh process.",
+                    inter_op_threads(), INTEROP_ENV)
     threads = inter_op_threads()
     ok = bool(single and threads == 1)
     if not single:

@@ -56,7 +56,8 @@ import pandas as pd
 from ..plan import AugmentParams, TrainConfig
 from ..utils import PathLike, atomic_write_json, get_logger, params_hash
 from ..precision import resolve_precision
-from .checkpoint import STATE_FILE, epoch_checkpoint_class, initial_best, monitor_mode, resume_state, truncate_log
+from .checkpoint import (STATE_FILE, epoch_checkpoint_class, finite_weights_guard_class, initial_best, monitor_mode,
+                         resume_state, truncate_log)
 from .model import (BEST_MODEL, CHECKPOINT_DIR, CONFIG_FILE, LAST_MODEL, build_model, custom_objects, dice_score,
                     make_loss)
 from .sampling import PatchSampler, load_cases, make_dataset
@@ -332,8 +333,9 @@ def _datasets(preprocessed_dir: Path, train_ids: list[str], val_ids: list[str], 
 
 def _callbacks(out_dir: Path, config: TrainConfig, monitor: str, best: float, initial_epoch: int,
                extra_callbacks: Sequence[Any], validation: Any) -> list[Any]:
-    """TensorBoard, whole-volume validation, checkpointing, CSV log (appended on resume), NaN stop,
-    optional early stopping, extras (in this order: each sees the keys the previous ones added)."""
+    """TensorBoard, the finite-weights guard, whole-volume validation, checkpointing, CSV log (appended on
+    resume), NaN-loss stop, optional early stopping, extras (in this order: each sees the keys the
+    previous ones added)."""
     import keras
 
     def inference_model() -> Any:  # float32 whatever the training policy: inference chooses its own
@@ -348,6 +350,7 @@ def _callbacks(out_dir: Path, config: TrainConfig, monitor: str, best: float, in
     mode = monitor_mode(monitor)
     callbacks: list[Any] = [
         keras.callbacks.TensorBoard(log_dir=str(out_dir / "logs"), write_graph=False, profile_batch=0),
+        finite_weights_guard_class()(),
         validation,
         epoch_checkpoint_class()(out_dir, monitor, best, inference_factory=inference_model, mode=mode),
         keras.callbacks.CSVLogger(str(out_dir / LOG_FILE), append=initial_epoch > 0),
@@ -372,15 +375,40 @@ def _strategy(config: TrainConfig) -> tuple[Any, str, dict[str, Any]]:
     from .determinism import configure_determinism
     from .distribute import distribution
 
-    det = configure_determinism(config.deterministic, config.strategy)
-    dist = distribution(config)
-    gpus = tf.config.list_physical_devices("GPU")
+    gpus = tf.config.list_physical_devices("GPU")  # does not start the runtime: the pool can still be set
     requested = "mixed_float16" if config.mixed_precision and config.precision == "float32" else config.precision
     policy = resolve_precision(requested, bool(gpus))
     if requested == "mixed_float16" and not gpus:
         log.warning("mixed_float16 requested but no GPU is visible: training in float32")
+    if policy == "mixed_bfloat16" and not gpus:
+        policy = _cpu_bfloat16_pool(requested, config.strategy)
+    det = configure_determinism(config.deterministic, config.strategy)
+    dist = distribution(config)
     log.info("training precision: %s (requested %s)", policy, requested)
     return dist, policy, det
+
+
+def _cpu_bfloat16_pool(requested: str, strategy: str) -> str:
+    """``mixed_bfloat16`` after making TensorFlow's inter-op pool one thread, which bfloat16 training on
+    the CPU needs, or ``float32`` for ``auto`` where that is impossible (explicit bfloat16: RuntimeError).
+
+    With TensorFlow's default inter-op pool (TF 2.17, oneDNN, 2-core CPU) 1 of 4 tiny bfloat16
+    trainings in one process ended its second step with NaN weights in the first decoder convolution
+    (float32: 0 of 6; bfloat16 with one inter-op thread: 0 of 6): concurrent bfloat16 gradient kernels
+    are not safe there. Multi-replica strategies need the default pool, so they train in float32.
+    """
+    from .determinism import INTEROP_ENV, inter_op_threads, single_inter_op_pool, single_replica
+
+    if single_replica(strategy) and single_inter_op_pool():
+        return "mixed_bfloat16"
+    why = (f"bfloat16 training on the CPU needs one TensorFlow inter-op thread (with the default pool, "
+           f"concurrent bfloat16 gradient kernels produced NaN weights), but this process has "
+           f"{inter_op_threads() or 'the default number of'} inter-op thread(s) and strategy {strategy!r}")
+    if requested == "auto":
+        log.warning("%s: training in float32", why)
+        return "float32"
+    raise RuntimeError(f"{why}. Set {INTEROP_ENV}=1 before TensorFlow starts, train in a fresh process, "
+                       "or choose precision='float32'/'auto'")
 
 
 def _fit(out_dir: Path, preprocessed_dir: Path, train_ids: list[str], val_ids: list[str], config: TrainConfig,
