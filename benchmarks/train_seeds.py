@@ -43,6 +43,9 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--inference-patch", type=int, default=None, help="sliding window for test/external")
     p.add_argument("--param", action="append", default=[], help="TrainConfig override FIELD=JSON (repeatable)")
     p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--stop-after", type=int, default=None, metavar="EPOCHS",
+                   help="stop each seed after this many epochs of the full schedule and report only its "
+                        "validation trajectory (no prediction or evaluation): a quick look at early training")
     p.add_argument("--inference-precision", default=None,
                    help="precision of the test/external predictions (default: the profile's plan; float32 as before 2026-12-04)")
     return p.parse_args()
@@ -118,6 +121,8 @@ def _run_seed(args: argparse.Namespace, manifest_df: Any, pre_dir: Path, out: Pa
     cfg = _config(args, seed)
     times: dict[str, float] = {}
     t0 = time.perf_counter()
+    if args.stop_after is not None:
+        return _early_look(pre_dir, manifest_df, seed_dir / "model", cfg, args.stop_after, seed, t0)
     model_dir = train(pre_dir, manifest_df, seed_dir / "model", cfg, resume=True)
     times["train"] = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -132,6 +137,38 @@ def _run_seed(args: argparse.Namespace, manifest_df: Any, pre_dir: Path, out: Pa
 
     atomic_write_json(seed_dir / "result.json", row)  # kept if a later seed is killed
     print(json.dumps(row, default=str), flush=True)
+    return row
+
+
+class _Stop(Exception):
+    """Raised by the early-look callback after the last wanted epoch."""
+
+
+def _early_look(pre_dir: Path, manifest_df: Any, model_dir: Path, cfg: Any, epochs: int, seed: int,
+                t0: float) -> dict[str, Any]:
+    """Train ``epochs`` epochs of ``cfg``'s schedule (checkpointed, so a later full run resumes) and
+    return the whole-volume validation trajectory."""
+    import keras
+    import pandas as pd
+
+    from bmstudy.training import train
+
+    class StopAfter(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            if epoch + 1 >= epochs:
+                raise _Stop
+
+    try:
+        train(pre_dir, manifest_df, model_dir, cfg, resume=True, extra_callbacks=[StopAfter()])
+    except _Stop:
+        pass
+    log = pd.read_csv(model_dir / "training_log.csv")
+    keys = ("val_case_dice", "val_case_dice_median", "val_global_dice", "val_fp_per_case")
+    rows = log.dropna(subset=["val_case_dice"])
+    row = {"seed": seed, "stopped_after_epoch": epochs, "seconds": {"train": round(time.perf_counter() - t0, 1)},
+           "validation": {int(e) + 1: {k: round(float(r[k]), 4) for k in keys if k in r}
+                          for e, r in zip(rows["epoch"], rows.to_dict("records"))}}
+    print(json.dumps(row), flush=True)
     return row
 
 
@@ -172,6 +209,9 @@ def main() -> int:
                       qc=False, progress=False)
     pre_s = time.perf_counter() - t0
     rows = [_run_seed(args, manifest_df, out / "preprocessed", out, s) for s in args.seeds]
+    if args.stop_after is not None:
+        print(json.dumps({"per_seed": rows}, indent=2))
+        return 0
     result = {"profile": args.profile, "manifest": str(manifest), "seeds": args.seeds,
               "overrides": {"epochs": args.epochs, "steps": args.steps, "inference_patch": args.inference_patch,
                             "param": args.param},

@@ -224,3 +224,74 @@ def test_head_patches_overhang_the_border_and_are_zero_padded(tmp_path):
         src = tuple(slice(max(0, a), min(n, a + 16)) for a, n in zip(s, shape))
         np.testing.assert_array_equal(img[..., 0][inside], image[src])
     assert overhang > 100  # most patches centred in x < 6 start before the volume
+
+
+def test_bright_voxels_are_the_brightest_head_voxels_outside_the_dilated_lesions():
+    from scipy import ndimage
+
+    from bmstudy.training.sampling import bright_voxels
+
+    image, mask, brain = make_case(seed=3)
+    vessel = (slice(5, 9), slice(20, 22), slice(17, 19))  # a bright non-lesion structure inside the brain
+    image[vessel] = 6.0
+    coords = bright_voxels(image, mask, brain, quantile=0.99, margin=2)
+    got = np.zeros(image.shape, bool)
+    got[tuple(coords.T)] = True
+    # brute force: the voxels at or above the head's 99th percentile, minus the lesions dilated twice
+    level = np.quantile(image[brain > 0], 0.99)
+    near = ndimage.binary_dilation(mask > 0, np.ones((3, 3, 3), bool), iterations=2)
+    np.testing.assert_array_equal(got, (brain > 0) & (image >= level) & ~near)
+    assert got[vessel].all() and not (got & (mask > 0)).any()
+    assert coords.dtype == np.int32 and coords.shape[1] == 3
+    assert len(bright_voxels(image, mask, np.zeros_like(brain))) == 0
+    for bad in (dict(quantile=1.0), dict(margin=-1)):
+        with pytest.raises(ValueError):
+            bright_voxels(image, mask, brain, **bad)
+    with pytest.raises(ValueError, match="one shape"):
+        bright_voxels(image, mask[:-1], brain)
+
+
+def test_hard_negative_share_of_background_patches_over_many_draws(tmp_path):
+    """A share hard_negative_fraction of the non-lesion patches is centred near a bright non-lesion voxel."""
+    write_cohort(tmp_path, n=2)
+    block = (slice(20, 24), slice(30, 34), slice(8, 12))  # a "vessel" brighter than the lesions, away from them
+    for pid in ("P000", "P001"):
+        image = np.load(tmp_path / pid / "image.npy")
+        image[block] = 20.0
+        np.save(tmp_path / pid / "image.npy", image)
+    cases = load_cases(tmp_path, ["P000", "P001"], hard_negative_quantile=0.995)
+    for c in cases:  # the top 0.5 % of the head are lesion and vessel voxels: only the vessel is a negative
+        assert {tuple(v) for v in c.bright} == {tuple(v) for v in np.argwhere(np.ones((4, 4, 4))) + (20, 30, 8)}
+    patch, reach = (32, 32, 32), int(0.25 * 32)  # centre within center_jitter of the drawn voxel
+
+    def near_bright_share(fraction: float, n: int = 2000) -> tuple[float, int]:
+        sampler = PatchSampler(cases, patch, 0.5, None, seed=0, background="head", hard_negative_fraction=fraction)
+        background = near = 0
+        for i in range(n):
+            rng = np.random.default_rng([0, i])
+            case = sampler.cases[int(rng.integers(len(sampler.cases)))]
+            start, lesion = sampler.patch_start(case, rng)
+            if not lesion:
+                background += 1
+                centre = np.array(start) + 16
+                near += bool((np.abs(case.bright - centre).max(axis=1) <= reach).any())
+        return near / background, background
+
+    everything, n_bg = near_bright_share(1.0)
+    assert everything == 1.0 and abs(n_bg / 2000 - 0.5) < 3 * np.sqrt(0.25 / 2000)  # lesion share unchanged
+    chance, _ = near_bright_share(0.0)  # head patches that land near a bright voxel anyway
+    assert chance < 0.9
+    share, n_bg = near_bright_share(0.4)
+    expected = 0.4 + 0.6 * chance
+    assert abs(share - expected) < 4 * np.sqrt(expected * (1 - expected) / n_bg)
+    # 0 draws nothing extra: the stream equals a sampler without hard negatives
+    plain = PatchSampler(cases, patch, 0.5, None, seed=0, background="head")
+    off = PatchSampler(cases, patch, 0.5, None, seed=0, background="head", hard_negative_fraction=0.0)
+    for i in range(20):
+        np.testing.assert_array_equal(plain.sample(i)[0], off.sample(i)[0])
+    with pytest.raises(ValueError, match="background='head'"):
+        PatchSampler(cases, patch, hard_negative_fraction=0.5)
+    with pytest.raises(ValueError, match="hard_negative_quantile"):
+        PatchSampler(load_cases(tmp_path, ["P000"]), patch, background="head", hard_negative_fraction=0.5)
+    with pytest.raises(ValueError, match="hard_negative_fraction"):
+        PatchSampler(cases, patch, background="head", hard_negative_fraction=1.5)

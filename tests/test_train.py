@@ -332,3 +332,13 @@ def test_a_diverged_epoch_is_neither_validated_nor_saved(tmp_path):
     assert state["epoch"] == 1 and state["best_epoch"] == 0  # the checkpoint holds the finite epoch
     assert pd.read_csv(out / "validation_cases.csv")["epoch"].tolist() == [0]
     assert (out / "model_best.keras").is_file()
+
+
+def test_hard_negative_settings_are_validated():
+    assert TrainConfig.from_profile("paper").hard_negative_fraction == 0.0  # the paper: no hard negatives
+    assert TrainConfig.from_profile("tiny", hard_negative_fraction=0.5).hard_negative_fraction == 0.5
+    for bad, match in ((dict(hard_negative_fraction=1.2), "hard_negative_fraction"),
+                       (dict(hard_negative_quantile=1.0), "hard_negative_quantile"),
+                       (dict(hard_negative_fraction=0.5, background_sampling="volume"), "background_sampling='head'")):
+        with pytest.raises(ValueError, match=match):
+            TrainConfig.from_profile("tiny", **bad)

@@ -46,6 +46,9 @@ class TrainConfig:
     ``background_sampling="head"`` centres the other patches on a uniformly drawn voxel of the head
     (``brain.npy``, else the nonzero image), so patches overhang the volume border where the head
     touches it (zero padding); ``"volume"`` keeps the original uniform-over-the-volume draw.
+    ``hard_negative_fraction`` of those head patches are centred on a bright voxel outside the lesions
+    instead (the top ``1 - hard_negative_quantile`` of the brain's intensities: enhancing vessels,
+    sinuses, plexus; :func:`bmstudy.training.sampling.bright_voxels`).
     Whole-volume validation: every ``val_every`` epochs (0: never) the held-out cases are predicted
     with the inference sliding window (``val_window``/``val_stride``; ``None``: the inference
     settings) inside their brain mask; ``val_case_dice`` (mean per-case Dice) can be the ``monitor``.
@@ -101,6 +104,8 @@ class TrainConfig:
     val_split: str = "stratified"
     precision: str = "float32"
     output_prior: float | None = None
+    hard_negative_fraction: float = 0.0
+    hard_negative_quantile: float = 0.995
 
     PROFILES = ("tiny", "cpu", "paper")
 
@@ -129,8 +134,13 @@ class TrainConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}; got {getattr(self, name)!r}")
-        if not 0.0 <= self.lesion_fraction <= 1.0:
-            raise ValueError(f"lesion_fraction must be in [0, 1]; got {self.lesion_fraction}")
+        for name in ("lesion_fraction", "hard_negative_fraction"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1]; got {getattr(self, name)}")
+        if not 0.0 < self.hard_negative_quantile < 1.0:
+            raise ValueError(f"hard_negative_quantile must be in (0, 1); got {self.hard_negative_quantile}")
+        if self.hard_negative_fraction > 0 and self.background_sampling != "head":
+            raise ValueError("hard_negative_fraction > 0 needs background_sampling='head'")
         if self.val_every < 0 or self.precise_bn_patches < 0:
             raise ValueError("val_every and precise_bn_patches must be >= 0")
         if self.val_window is not None:

@@ -317,9 +317,11 @@ def _datasets(preprocessed_dir: Path, train_ids: list[str], val_ids: list[str], 
     lesion-centred; ``None`` without validation cases.
     """
     aug = AugmentParams.from_dict(config.augment)
-    sampler = PatchSampler(load_cases(preprocessed_dir, train_ids), config.patch_size,
+    quantile = config.hard_negative_quantile if config.hard_negative_fraction > 0 else None
+    sampler = PatchSampler(load_cases(preprocessed_dir, train_ids, quantile), config.patch_size,
                            config.lesion_fraction, aug, seed=config.seed, center_jitter=config.center_jitter,
-                           border_overhang=config.border_overhang, background=config.background_sampling)
+                           border_overhang=config.border_overhang, background=config.background_sampling,
+                           hard_negative_fraction=config.hard_negative_fraction)
     train_ds = make_dataset(sampler, config.batch_size, start_index=iterations * config.batch_size,
                             num_parallel_calls=config.num_parallel_calls)
     val_data = None

@@ -10,7 +10,10 @@ oversampling, 1/3 in nnU-Net and the ``cpu`` profile); the rest are centred on a
 uniformly inside the head (``background="head"``: ``brain.npy``, else the nonzero image), so they
 overhang the volume border wherever the head reaches it and are zero-padded like the sliding window
 pads at inference. ``background="volume"`` keeps the older draw (uniform origin over the volume,
-widened by ``border_overhang``) that the ``paper`` profile uses.
+widened by ``border_overhang``) that the ``paper`` profile uses. Hard negatives (head sampling only):
+a share ``hard_negative_fraction`` of the non-lesion patches is centred on a bright voxel outside the
+lesions (:func:`bright_voxels`: the brightest ``1 - quantile`` of the head, lesions dilated by a margin
+left out), where enhancing vessels, sinuses and plexus are, so the network sees what it should not mark.
 
 Determinism: sample ``i`` of a :class:`PatchSampler` depends only on ``(seed, i)`` (its own
 ``numpy.random.Generator``), never on thread scheduling or on how many samples were drawn before, so a
@@ -32,7 +35,7 @@ from ..plan import AugmentParams
 from ..utils import PathLike
 from .augmentation import augment
 
-__all__ = ["load_preprocessed_case", "lesion_components", "Case", "load_cases", "extract_patch",
+__all__ = ["load_preprocessed_case", "lesion_components", "bright_voxels", "Case", "load_cases", "extract_patch",
            "sample_patch_start", "sample_head_start", "head_box", "PatchSampler", "make_dataset"]
 
 #: Draws tried inside a case's head bounding box before falling back to the box centre.
@@ -116,6 +119,53 @@ def lesion_components(mask: np.ndarray) -> list[np.ndarray]:
     return list(np.split(coords, splits))
 
 
+def bright_voxels(image: np.ndarray, mask: np.ndarray, region: np.ndarray | None = None, quantile: float = 0.995,
+                  margin: int = 3) -> np.ndarray:
+    """Coordinates of the bright non-lesion voxels of a case: hard-negative patch centres.
+
+    Parameters
+    ----------
+    image : ndarray of shape (D, H, W)
+        The preprocessed (Z-scored) image.
+    mask : ndarray of shape (D, H, W)
+        Lesion mask (voxels > 0 are lesion).
+    region : ndarray of shape (D, H, W) or None, default=None
+        Where to look (the brain mask); ``None``: the nonzero image.
+    quantile : float, default=0.995
+        Voxels at or above this quantile of the region's intensities count as bright; in (0, 1).
+    margin : int, default=3
+        Lesions are dilated by this many voxels (26-neighbourhood) before being left out, so a lesion's
+        own rim is not a "negative"; ``0`` leaves out the lesion voxels only.
+
+    Returns
+    -------
+    ndarray of int32, shape (n, 3)
+        In C order; empty when the region is empty or nothing bright lies outside the lesions.
+
+    Raises
+    ------
+    ValueError
+        If the shapes differ, ``quantile`` is not in (0, 1) or ``margin`` is negative.
+    """
+    from scipy import ndimage
+
+    image, mask = np.asarray(image), np.asarray(mask) > 0
+    ref = np.asarray(region) != 0 if region is not None else image != 0
+    if image.shape != mask.shape or image.shape != ref.shape:
+        raise ValueError(f"image {image.shape}, mask {mask.shape} and region {ref.shape} must have one shape")
+    if not 0.0 < quantile < 1.0:
+        raise ValueError(f"quantile must be in (0, 1); got {quantile}")
+    if margin < 0:
+        raise ValueError(f"margin must be >= 0; got {margin}")
+    if not ref.any():
+        return np.zeros((0, 3), np.int32)
+    level = float(np.quantile(image[ref], quantile))
+    bright = ref & (image >= level) & ~mask
+    if margin and mask.any():
+        bright &= ~ndimage.binary_dilation(mask, structure=np.ones((3, 3, 3), bool), iterations=int(margin))
+    return np.argwhere(bright).astype(np.int32)
+
+
 @dataclass
 class Case:
     """One training case: (memory-mapped) image and mask plus its lesion components.
@@ -131,6 +181,8 @@ class Case:
         The head region for background patches (``brain.npy``; ``None``: the nonzero image).
     box : tuple of 2 tuples of 3 int or None
         ``(lo, hi)`` bounding box (``hi`` exclusive) of the head (:func:`head_box`).
+    bright : ndarray of shape (n, 3) or None
+        Hard-negative centres (:func:`bright_voxels`); ``None`` when not computed.
     """
 
     patient_id: str
@@ -139,6 +191,7 @@ class Case:
     lesions: list[np.ndarray]
     head: np.ndarray | None = None
     box: tuple[tuple[int, ...], tuple[int, ...]] | None = None
+    bright: np.ndarray | None = None
 
     def in_head(self, voxel: Sequence[int]) -> bool:
         """Whether ``voxel`` lies in the head (brain mask, else a nonzero image voxel)."""
@@ -167,7 +220,8 @@ def head_box(region: np.ndarray) -> tuple[tuple[int, ...], tuple[int, ...]]:
     return tuple(lo), tuple(hi)
 
 
-def load_cases(preprocessed_dir: PathLike, patient_ids: Sequence[str]) -> list[Case]:
+def load_cases(preprocessed_dir: PathLike, patient_ids: Sequence[str],
+               hard_negative_quantile: float | None = None) -> list[Case]:
     """Load cases for sampling (images memory-mapped, lesion components precomputed).
 
     Parameters
@@ -176,6 +230,8 @@ def load_cases(preprocessed_dir: PathLike, patient_ids: Sequence[str]) -> list[C
         Folder written by ``bmstudy preprocess``.
     patient_ids : sequence of str
         The cases to load, in this order.
+    hard_negative_quantile : float or None, default=None
+        When given, each case's :attr:`Case.bright` is :func:`bright_voxels` at this quantile of its head.
 
     Returns
     -------
@@ -191,7 +247,9 @@ def load_cases(preprocessed_dir: PathLike, patient_ids: Sequence[str]) -> list[C
         c = load_preprocessed_case(preprocessed_dir, pid)
         head = c.get("brain")
         box = head_box(head if head is not None else c["image"])
-        cases.append(Case(str(pid), c["image"], c["mask"], lesion_components(c["mask"]), head, box))
+        bright = None if hard_negative_quantile is None else bright_voxels(c["image"], c["mask"], head,
+                                                                            hard_negative_quantile)
+        cases.append(Case(str(pid), c["image"], c["mask"], lesion_components(c["mask"]), head, box, bright))
     return cases
 
 
@@ -344,22 +402,34 @@ class PatchSampler:
     background : {"volume", "head"}, default="volume"
         Where non-lesion patches come from: uniform over the volume (:func:`sample_patch_start`) or
         centred on a uniform head voxel (:func:`sample_head_start`, nnU-Net style).
+    hard_negative_fraction : float, default=0.0
+        Share of the non-lesion patches centred (with ``center_jitter``) on a voxel of the case's
+        :attr:`Case.bright` (``background="head"`` only; cases without bright voxels give a head patch).
+        ``0`` draws nothing extra, so the sample stream is the one without hard negatives.
 
     Raises
     ------
     ValueError
-        If ``cases`` is empty, ``lesion_fraction`` is outside [0, 1] or ``background`` is unknown.
+        If ``cases`` is empty, a fraction is outside [0, 1], ``background`` is unknown, or hard
+        negatives are asked for with ``background="volume"`` or cases whose ``bright`` is not computed.
     """
 
     def __init__(self, cases: Sequence[Case], patch_size: Sequence[int], lesion_fraction: float = 0.5,
                  augment_params: AugmentParams | None = AugmentParams(), seed: int = 0,
-                 center_jitter: float = 0.25, border_overhang: float = 0.0, background: str = "volume") -> None:
+                 center_jitter: float = 0.25, border_overhang: float = 0.0, background: str = "volume",
+                 hard_negative_fraction: float = 0.0) -> None:
         if not cases:
             raise ValueError("PatchSampler needs at least one case")
-        if not 0.0 <= lesion_fraction <= 1.0:
-            raise ValueError(f"lesion_fraction must be in [0, 1]; got {lesion_fraction}")
+        for name, value in (("lesion_fraction", lesion_fraction), ("hard_negative_fraction", hard_negative_fraction)):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1]; got {value}")
         if background not in ("volume", "head"):
             raise ValueError(f"background must be 'volume' or 'head'; got {background!r}")
+        if hard_negative_fraction > 0 and background != "head":
+            raise ValueError("hard negatives need background='head'")
+        if hard_negative_fraction > 0 and any(c.bright is None for c in cases):
+            raise ValueError("hard negatives need each case's bright voxels: load_cases(..., hard_negative_quantile=q)")
+        self.hard_negative_fraction = float(hard_negative_fraction)
         self.background = background
         self.cases = list(cases)
         self.patch_size = tuple(int(p) for p in patch_size)
@@ -401,6 +471,10 @@ class PatchSampler:
         if rng.random() < self.lesion_fraction and case.lesions:
             return sample_patch_start(case.image.shape, self.patch_size, rng, case.lesions, 1.0,
                                       self.center_jitter)
+        if self.hard_negative_fraction > 0 and rng.random() < self.hard_negative_fraction and len(case.bright):
+            # a bright non-lesion voxel, as one "component" of sample_patch_start's lesion-centred draw
+            return sample_patch_start(case.image.shape, self.patch_size, rng, [case.bright], 1.0,
+                                      self.center_jitter)[0], False
         return sample_head_start(case, self.patch_size, rng), False
 
     def arrays(self, n: int, start_index: int = 0) -> tuple[np.ndarray, np.ndarray]:
