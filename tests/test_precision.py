@@ -104,11 +104,11 @@ def test_bfloat16_training_records_its_policy_and_exports_a_float32_model(tmp_pa
 _POOL_PROBE = """
 import json, sys
 import tensorflow as tf
-from bmstudy.training.loop import _cpu_bfloat16_pool
+from bmstudy.training.determinism import cpu_bfloat16_policy
 if sys.argv[1] == "late":
     tf.constant(1.0) + 1.0  # starts the runtime with TensorFlow's default inter-op pool
 try:
-    print("RESULT " + json.dumps(_cpu_bfloat16_pool(sys.argv[2], sys.argv[3])))
+    print("RESULT " + json.dumps(cpu_bfloat16_policy(sys.argv[2], sys.argv[3])))
 except RuntimeError as exc:
     print("RESULT " + json.dumps("error: " + str(exc)))
 """

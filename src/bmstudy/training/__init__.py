@@ -2,7 +2,8 @@
 
 Modules, in the order data flows through them:
 
-- :mod:`~bmstudy.training.sampling`: preprocessed cases, lesion-centred / uniform patch sampling,
+- :mod:`~bmstudy.training.case_data`: preprocessed cases read for sampling (:func:`load_cases`).
+- :mod:`~bmstudy.training.sampling`: lesion-centred / uniform / hard-negative patch sampling,
   :class:`PatchSampler` and the ``tf.data`` stream (:func:`make_dataset`).
 - :mod:`~bmstudy.training.augmentation`: :func:`augment` (flip, elastic, gamma; seeded per sample).
 - :mod:`~bmstudy.training.model`: :func:`build_model` (ResNet-34 encoder, dropout in every decoder

@@ -15,7 +15,7 @@ TensorFlow), the run trains anyway, logs a warning and is recorded as not determ
 strategies (``mirrored``, ``multi_worker``) keep the default inter-op pool: their collective ops
 wait on each other and one inter-op thread would serialise (or stall) them, so they are recorded as
 op-deterministic only. bfloat16 training on the CPU asks for the single inter-op thread too, whether
-or not the run is deterministic (:func:`single_inter_op_pool`, used by
+or not the run is deterministic (:func:`cpu_bfloat16_policy`, used by
 :mod:`bmstudy.training.loop`): with the default pool, concurrent bfloat16 gradient kernels gave NaN
 weights. TensorFlow is imported only inside functions.
 """
@@ -103,3 +103,44 @@ def configure_determinism(deterministic: bool, strategy: str) -> dict[str, Any]:
     if not single:
         log.info("strategy %s: op determinism on, inter-op pool left at its default (several replicas)", strategy)
     return {"op_determinism": True, "inter_op_threads": threads, "deterministic": ok}
+
+
+def cpu_bfloat16_policy(requested: str, strategy: str) -> str:
+    """The policy of a bfloat16 training on the CPU: ``mixed_bfloat16`` after making TensorFlow's inter-op
+    pool one thread, which it needs, or ``float32`` for ``auto`` where that is impossible.
+
+    Parameters
+    ----------
+    requested : str
+        ``TrainConfig.precision`` as asked for (``auto`` or ``mixed_bfloat16``).
+    strategy : str
+        ``TrainConfig.strategy``.
+
+    Returns
+    -------
+    str
+        ``"mixed_bfloat16"`` or ``"float32"`` (``auto`` only, with a warning).
+
+    Raises
+    ------
+    RuntimeError
+        For an explicit ``mixed_bfloat16`` when the pool cannot be one thread (the message says what to do).
+
+    Notes
+    -----
+    With TensorFlow's default inter-op pool (TF 2.17, oneDNN, 2-core CPU) 1 of 4 tiny bfloat16
+    trainings in one process ended its second step with NaN weights in the first decoder convolution
+    (float32: 0 of 6; bfloat16 with one inter-op thread: 0 of 6): concurrent bfloat16 gradient kernels
+    are not safe there. Multi-replica strategies need the default pool, so they train in float32.
+    Call before TensorFlow's runtime starts (as :func:`configure_determinism`).
+    """
+    if single_replica(strategy) and single_inter_op_pool():
+        return "mixed_bfloat16"
+    why = (f"bfloat16 training on the CPU needs one TensorFlow inter-op thread (with the default pool, "
+           f"concurrent bfloat16 gradient kernels produced NaN weights), but this process has "
+           f"{inter_op_threads() or 'the default number of'} inter-op thread(s) and strategy {strategy!r}")
+    if requested == "auto":
+        log.warning("%s: training in float32", why)
+        return "float32"
+    raise RuntimeError(f"{why}. Set {INTEROP_ENV}=1 before TensorFlow starts, train in a fresh process, "
+                       "or choose precision='float32'/'auto'")

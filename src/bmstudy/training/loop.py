@@ -374,7 +374,7 @@ def _strategy(config: TrainConfig) -> tuple[Any, str, dict[str, Any]]:
     """
     import tensorflow as tf
 
-    from .determinism import configure_determinism
+    from .determinism import configure_determinism, cpu_bfloat16_policy
     from .distribute import distribution
 
     gpus = tf.config.list_physical_devices("GPU")  # does not start the runtime: the pool can still be set
@@ -383,34 +383,11 @@ def _strategy(config: TrainConfig) -> tuple[Any, str, dict[str, Any]]:
     if requested == "mixed_float16" and not gpus:
         log.warning("mixed_float16 requested but no GPU is visible: training in float32")
     if policy == "mixed_bfloat16" and not gpus:
-        policy = _cpu_bfloat16_pool(requested, config.strategy)
+        policy = cpu_bfloat16_policy(requested, config.strategy)
     det = configure_determinism(config.deterministic, config.strategy)
     dist = distribution(config)
     log.info("training precision: %s (requested %s)", policy, requested)
     return dist, policy, det
-
-
-def _cpu_bfloat16_pool(requested: str, strategy: str) -> str:
-    """``mixed_bfloat16`` after making TensorFlow's inter-op pool one thread, which bfloat16 training on
-    the CPU needs, or ``float32`` for ``auto`` where that is impossible (explicit bfloat16: RuntimeError).
-
-    With TensorFlow's default inter-op pool (TF 2.17, oneDNN, 2-core CPU) 1 of 4 tiny bfloat16
-    trainings in one process ended its second step with NaN weights in the first decoder convolution
-    (float32: 0 of 6; bfloat16 with one inter-op thread: 0 of 6): concurrent bfloat16 gradient kernels
-    are not safe there. Multi-replica strategies need the default pool, so they train in float32.
-    """
-    from .determinism import INTEROP_ENV, inter_op_threads, single_inter_op_pool, single_replica
-
-    if single_replica(strategy) and single_inter_op_pool():
-        return "mixed_bfloat16"
-    why = (f"bfloat16 training on the CPU needs one TensorFlow inter-op thread (with the default pool, "
-           f"concurrent bfloat16 gradient kernels produced NaN weights), but this process has "
-           f"{inter_op_threads() or 'the default number of'} inter-op thread(s) and strategy {strategy!r}")
-    if requested == "auto":
-        log.warning("%s: training in float32", why)
-        return "float32"
-    raise RuntimeError(f"{why}. Set {INTEROP_ENV}=1 before TensorFlow starts, train in a fresh process, "
-                       "or choose precision='float32'/'auto'")
 
 
 def _fit(out_dir: Path, preprocessed_dir: Path, train_ids: list[str], val_ids: list[str], config: TrainConfig,
