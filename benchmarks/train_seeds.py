@@ -9,7 +9,9 @@ the lowest whole-volume validation Dice after epoch 3, and wall times. The summa
 ``OUT/train_seeds.json``; each seed's row as soon as it is done to ``OUT/seedN/result.json``). A killed
 run resumes: training continues from its checkpoint, preprocessing and prediction skip finished cases.
 
-    python benchmarks/train_seeds.py                          # default cohort, seeds 0 1 2 (~25 min/seed on 2 cores)
+    python benchmarks/train_seeds.py                          # default cohort, seeds 0 1 2 (~22-50 min/seed on 2 cores)
+    python benchmarks/train_seeds.py --seeds 2 --stop-after 6 --param hard_negative_fraction=0.5
+                                     # the first 6 epochs of the schedule: the early validation trajectory only
     python benchmarks/train_seeds.py --manifest /tmp/tiny/data_manifest.csv --epochs 1 --steps 2 \\
         --param val_window=64 --param val_stride=64 --inference-patch 64   # end-to-end smoke run
 
