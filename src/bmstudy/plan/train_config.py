@@ -48,7 +48,7 @@ class TrainConfig:
     touches it (zero padding); ``"volume"`` keeps the original uniform-over-the-volume draw.
     ``hard_negative_fraction`` of those head patches are centred on a bright voxel outside the lesions
     instead (the top ``1 - hard_negative_quantile`` of the brain's intensities: enhancing vessels,
-    sinuses, plexus; :func:`bmstudy.training.sampling.bright_voxels`).
+    sinuses, plexus; :func:`bmstudy.training.case_data.bright_voxels`).
     Whole-volume validation: every ``val_every`` epochs (0: never) the held-out cases are predicted
     with the inference sliding window (``val_window``/``val_stride``; ``None``: the inference
     settings) inside their brain mask; ``val_case_dice`` (mean per-case Dice) can be the ``monitor``.

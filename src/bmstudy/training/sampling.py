@@ -12,8 +12,9 @@ overhang the volume border wherever the head reaches it and are zero-padded like
 pads at inference. ``background="volume"`` keeps the older draw (uniform origin over the volume,
 widened by ``border_overhang``) that the ``paper`` profile uses. Hard negatives (head sampling only):
 a share ``hard_negative_fraction`` of the non-lesion patches is centred on a bright voxel outside the
-lesions (:func:`~bmstudy.training.case_data.bright_voxels`: the brightest ``1 - quantile`` of the head, lesions dilated by a margin
-left out), where enhancing vessels, sinuses and plexus are, so the network sees what it should not mark.
+lesions (:func:`~bmstudy.training.case_data.bright_voxels`: the brightest ``1 - quantile`` of the head,
+lesions dilated by a margin left out), where enhancing vessels, sinuses and plexus are, so the network
+sees what it should not mark.
 
 Determinism: sample ``i`` of a :class:`PatchSampler` depends only on ``(seed, i)`` (its own
 ``numpy.random.Generator``), never on thread scheduling or on how many samples were drawn before, so a
