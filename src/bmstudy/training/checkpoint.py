@@ -59,6 +59,46 @@ def nonfinite_weights(model: Any) -> list[str]:
     return [str(getattr(w, "path", w.name)) for w in model.weights if not np.isfinite(np.asarray(w)).all()]
 
 
+def seed_generator_states(model: Any) -> list[list[int]]:
+    """The states of the model's random seed generators (its dropout layers), in the model's order.
+
+    Keras saves no seed-generator state in ``.keras`` files; the checkpoint keeps them so that a resumed
+    run draws the dropout masks an uninterrupted run would have drawn.
+
+    Parameters
+    ----------
+    model : keras.Model
+
+    Returns
+    -------
+    list of list of int
+    """
+    return [np.asarray(v.numpy()).astype(np.int64).tolist() for v in _seed_variables(model)]
+
+
+def restore_seed_generator_states(model: Any, states: list[list[int]]) -> None:
+    """Set the model's seed generators to ``states`` (from :func:`seed_generator_states`).
+
+    Raises
+    ------
+    ValueError
+        If the number or shape of the states does not match the model's seed generators.
+    """
+    variables = _seed_variables(model)
+    if len(states) != len(variables):
+        raise ValueError(f"the checkpoint holds {len(states)} seed-generator state(s), the model has {len(variables)}")
+    for var, value in zip(variables, states):
+        arr = np.asarray(value, dtype=np.int64)
+        if arr.shape != tuple(var.shape):
+            raise ValueError(f"seed-generator state {var.path}: shape {arr.shape} in the checkpoint, "
+                             f"{tuple(var.shape)} in the model")
+        var.assign(arr.astype(var.dtype))
+
+
+def _seed_variables(model: Any) -> list[Any]:
+    return [v for v in model.variables if str(getattr(v, "path", v.name)).endswith("seed_generator_state")]
+
+
 def finite_weights_guard_class() -> Any:
     """The Keras callback class that stops a diverged run before anything of its epoch is validated or saved.
 
@@ -147,6 +187,7 @@ def epoch_checkpoint_class() -> Any:
                 "monitor": self.monitor, "mode": self.mode, "best": self.best,
                 "best_epoch": self.best_epoch if self.best_epoch is not None else self._previous_best_epoch(),
                 "logs": {k: float(v) for k, v in logs.items()},
+                "seed_states": seed_generator_states(self.model),
             })
 
         def _previous_best_epoch(self) -> int | None:
@@ -173,7 +214,7 @@ def resume_state(out_dir: Path, config: TrainConfig) -> dict[str, Any] | None:
     -------
     dict or None
         The parsed ``checkpoint/state.json`` (``epoch``, ``iterations``, ``monitor``, ``best``,
-        ``logs``), or ``None`` when there is no checkpoint.
+        ``logs``, ``seed_states``), or ``None`` when there is no checkpoint.
 
     Raises
     ------

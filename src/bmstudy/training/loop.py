@@ -57,7 +57,7 @@ from ..plan import AugmentParams, TrainConfig
 from ..utils import PathLike, atomic_write_json, get_logger, params_hash
 from ..precision import resolve_precision
 from .checkpoint import (STATE_FILE, epoch_checkpoint_class, finite_weights_guard_class, initial_best, monitor_mode,
-                         resume_state, truncate_log)
+                         restore_seed_generator_states, resume_state, truncate_log)
 from .model import (BEST_MODEL, CHECKPOINT_DIR, CONFIG_FILE, LAST_MODEL, build_model, custom_objects, dice_score,
                     make_loss)
 from .sampling import PatchSampler, load_cases, make_dataset
@@ -268,6 +268,8 @@ def _model_and_start(out_dir: Path, config: TrainConfig, state: dict[str, Any] |
                                         custom_objects=custom_objects(), compile=True)
         mode = state.get("mode", monitor_mode(str(state.get("monitor", config.monitor))))
         initial_epoch, best = int(state["epoch"]), float(state.get("best", initial_best(mode)))
+        if "seed_states" in state:  # dropout masks continue as in an uninterrupted run
+            restore_seed_generator_states(model, state["seed_states"])
         log.info("resuming from %s: epoch %d, optimizer iterations %d", out_dir / CHECKPOINT_DIR / STATE_FILE,
                  initial_epoch, int(model.optimizer.iterations.numpy()))
         return model, initial_epoch, best
