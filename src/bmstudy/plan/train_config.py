@@ -61,7 +61,9 @@ class TrainConfig:
     a CPU with native bfloat16, else ``float32``); ``output_prior``: the untrained network's foreground
     probability (the last bias starts at its logit; ``None``: zero bias, p = 0.5);
     ``mixed_precision=True`` is the older spelling of ``mixed_float16`` on a GPU. The exported model is
-    float32 either way (inference picks its own).
+    float32 either way (inference picks its own). ``ema_momentum``: keep an exponential moving average
+    of the weights (Adam's ``use_ema``) and validate and export it (:mod:`bmstudy.training.ema`;
+    ``None``: off, as in the paper).
     """
 
     profile: str = "paper"
@@ -106,6 +108,7 @@ class TrainConfig:
     output_prior: float | None = None
     hard_negative_fraction: float = 0.0
     hard_negative_quantile: float = 0.995
+    ema_momentum: float | None = None
 
     PROFILES = ("tiny", "cpu", "paper")
 
@@ -123,6 +126,8 @@ class TrainConfig:
             raise ValueError(f"strategy must be auto, default, mirrored or multi_worker; got {self.strategy!r}")
         if self.encoder_weights is not None:
             self.encoder_weights = str(self.encoder_weights)
+        if self.ema_momentum is not None and not 0.0 < float(self.ema_momentum) < 1.0:
+            raise ValueError(f"ema_momentum must be in (0, 1) or None; got {self.ema_momentum!r}")
         if self.output_prior is not None and not 0.0 < float(self.output_prior) < 1.0:
             raise ValueError(f"output_prior must be in (0, 1) or None; got {self.output_prior!r}")
         self._check_issue11_fields()

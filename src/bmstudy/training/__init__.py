@@ -9,6 +9,7 @@ Modules, in the order data flows through them:
 - :mod:`~bmstudy.training.model`: :func:`build_model` (ResNet-34 encoder, dropout in every decoder
   block), the Dice+BCE loss, :func:`load_trained`.
 - :mod:`~bmstudy.training.loop`: :func:`train` (checkpoint after every epoch, resume).
+- :mod:`~bmstudy.training.ema`: the weight EMA that validation and the exported model see (:func:`averaged_weights`).
 - :mod:`~bmstudy.training.train_cli`: the ``bmstudy train`` command (:func:`config_from_args`).
 
 Settings (:class:`TrainConfig`, :class:`AugmentParams`, :func:`check_patch_size`, :data:`DIVISOR`)

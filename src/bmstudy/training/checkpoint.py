@@ -23,6 +23,7 @@ import pandas as pd
 
 from ..plan import TrainConfig
 from ..utils import atomic_path, atomic_to_csv, atomic_write_json, get_logger
+from .ema import averaged_weights
 from .model import BEST_MODEL, CHECKPOINT_DIR, CONFIG_FILE, LAST_MODEL
 
 __all__ = ["STATE_FILE", "monitor_mode", "initial_best", "nonfinite_weights", "finite_weights_guard_class",
@@ -159,12 +160,15 @@ def epoch_checkpoint_class() -> Any:
         def _save_best(self, path: Path) -> None:
             # Keras 3 .keras files always carry the optimizer of a compiled model (3x the size);
             # the best model is for inference, so save an uncompiled twin with the same weights.
-            if self.inference_factory is None:
-                self.model.save(path)
-                return
+            # With a weight EMA (bmstudy.training.ema) the best model holds the averaged weights.
+            with averaged_weights(self.model):
+                if self.inference_factory is None:
+                    self.model.save(path)
+                    return
+                weights = self.model.get_weights()
             if self._inference_model is None:
                 self._inference_model = self.inference_factory()
-            self._inference_model.set_weights(self.model.get_weights())
+            self._inference_model.set_weights(weights)
             self._inference_model.save(path)
 
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:

@@ -4,11 +4,9 @@ TensorFlow and Keras are imported only inside functions.
 
 This module owns the training run: choosing the training and validation cases, building or resuming
 the model, fitting it on the :mod:`~bmstudy.training.sampling` patch stream, and the files of the
-run's output folder. Its settings are :class:`~bmstudy.plan.TrainConfig` (defined in
-:mod:`bmstudy.plan` with its profiles, re-exported here).
+run's output folder. Settings: :class:`~bmstudy.plan.TrainConfig` (with its profiles, in :mod:`bmstudy.plan`).
 
-Reads ``preprocess_report.csv`` and ``<patient_id>/{image,mask}.npy, meta.json`` of a folder written by
-``bmstudy preprocess``.
+Reads ``preprocess_report.csv`` and ``<patient_id>/{image,mask}.npy, meta.json`` (``bmstudy preprocess``).
 
 Outputs of ``train(preprocessed_dir, manifest_df, out_dir, config)`` in ``out_dir``:
 
@@ -20,10 +18,9 @@ Outputs of ``train(preprocessed_dir, manifest_df, out_dir, config)`` in ``out_di
   the number of completed epochs, optimizer iterations and best value so far. Both written atomically
   (a kill mid-save leaves the previous checkpoint intact) by :mod:`bmstudy.training.checkpoint`'s
   callback, not ``keras.callbacks.ModelCheckpoint`` (that writes in place). Calling ``train`` again on the same
-  ``out_dir`` resumes: epoch counter, optimizer iterations/moments and learning rate are restored, and
-  the patch stream continues at sample ``iterations * batch_size`` (samples are a pure function of
-  ``(seed, index)``, see :mod:`bmstudy.training.sampling`), so a resumed run sees the same data as an
-  uninterrupted one.
+  ``out_dir`` resumes: epoch counter, optimizer state (moments, weight averages), learning rate and the
+  dropout seed states are restored, and the patch stream continues at sample ``iterations * batch_size``
+  (a pure function of ``(seed, index)``): a resumed run ends with the weights of an uninterrupted one.
 - ``validation_cases.csv``: per-case whole-volume validation (Dice, lesion-wise sensitivity) per validated epoch.
 - ``training_log.csv`` (CSVLogger, appended on resume), ``logs/`` (TensorBoard), ``train_config.json``
   (the config, train/validation case ids, top-level ``inference_patch``, ``inference_stride``,
@@ -33,10 +30,8 @@ Outputs of ``train(preprocessed_dir, manifest_df, out_dir, config)`` in ``out_di
 
 Determinism (``config.deterministic``, default on): ``keras.utils.set_random_seed(seed)`` always;
 op determinism and ONE inter-op thread as well when set (:func:`.determinism.configure_determinism`,
-called before TensorFlow's runtime starts; patches and augmentation are already a pure function of
-``(seed, index)``). Measured on the 2-core CPU (oneDNN on): with both, two runs with one seed write a
-byte-identical ``training_log.csv``; with op determinism alone they differ from the first epochs.
-Both settings are process-wide and stay on once set.
+before TensorFlow's runtime starts): two runs with one seed write a byte-identical ``training_log.csv``
+(2-core CPU, oneDNN on; op determinism alone differs from the first epochs). Both are process-wide.
 
 Multi-GPU: ``tf.distribute.MirroredStrategy`` when more than one GPU is visible. Precision
 (``config.precision``, :mod:`bmstudy.precision`): ``mixed_float16`` (loss scaling by Keras) only on a
@@ -58,6 +53,7 @@ from ..utils import PathLike, atomic_write_json, get_logger, params_hash
 from ..precision import resolve_precision
 from .checkpoint import (STATE_FILE, epoch_checkpoint_class, finite_weights_guard_class, initial_best, monitor_mode,
                          restore_seed_generator_states, resume_state, truncate_log)
+from .ema import ema_evaluation_class
 from .model import (BEST_MODEL, CHECKPOINT_DIR, CONFIG_FILE, LAST_MODEL, build_model, custom_objects, dice_score,
                     make_loss)
 from .sampling import PatchSampler, load_cases, make_dataset
@@ -278,7 +274,8 @@ def _model_and_start(out_dir: Path, config: TrainConfig, state: dict[str, Any] |
                         backbone=config.backbone, dropout_type=config.dropout_type, norm=config.norm,
                         output_prior=config.output_prior)
     opt = keras.optimizers.Adam(learning_rate=learning_rate(config), beta_1=config.beta_1,
-                                beta_2=config.beta_2, epsilon=config.epsilon)
+                                beta_2=config.beta_2, epsilon=config.epsilon,
+                                use_ema=config.ema_momentum is not None, ema_momentum=config.ema_momentum or 0.99)
     model.compile(optimizer=opt, loss=make_loss(config.dice_weight, config.bce_weight), metrics=[dice_score])
     return model, 0, initial_best(monitor_mode(config.monitor))
 
@@ -355,6 +352,7 @@ def _callbacks(out_dir: Path, config: TrainConfig, monitor: str, best: float, in
     callbacks: list[Any] = [
         keras.callbacks.TensorBoard(log_dir=str(out_dir / "logs"), write_graph=False, profile_batch=0),
         finite_weights_guard_class()(),
+        ema_evaluation_class()(),
         validation,
         epoch_checkpoint_class()(out_dir, monitor, best, inference_factory=inference_model, mode=mode),
         keras.callbacks.CSVLogger(str(out_dir / LOG_FILE), append=initial_epoch > 0),

@@ -36,6 +36,7 @@ from ..evaluation.voxel import confusion_counts, metrics_from_counts
 from ..inference.sliding_window import sliding_window_predict
 from ..utils import PathLike, atomic_to_csv, get_logger
 from ..plan import TrainConfig
+from .ema import averaged_weights
 from .norm import recalibrate_batchnorm
 from .sampling import PatchSampler, load_cases, load_preprocessed_case
 
@@ -274,11 +275,13 @@ def epoch_validation_class() -> Any:
                 return
             logs["lr"] = float(np.asarray(self.model.optimizer.learning_rate))
             summary = {k: math.nan for k in SUMMARY_KEYS} if self.cases else {}
-            if self.bn_batches and (self._due(epoch) or not self.cases or self.every == 0):
-                recalibrate_batchnorm(self.model, self.bn_batches)
+            with averaged_weights(self.model):
+                if self.bn_batches and (self._due(epoch) or not self.cases or self.every == 0):
+                    recalibrate_batchnorm(self.model, self.bn_batches)
+                if self._due(epoch):
+                    per_case = validate_cases(self._predict, self.cases, self.patch, self.stride,
+                                              batch_size=self.batch_size)
             if self._due(epoch):
-                per_case = validate_cases(self._predict, self.cases, self.patch, self.stride,
-                                          batch_size=self.batch_size)
                 summary = summarise(per_case)
                 self._append_cases(per_case, epoch)
                 self._tensorboard(summary, epoch)
