@@ -277,15 +277,13 @@ def epoch_validation_class() -> Any:
             summary = {k: math.nan for k in SUMMARY_KEYS} if self.cases else {}
             due = self._due(epoch)
             recalibrate = bool(self.bn_batches) and (due or not self.cases or self.every == 0)
-            if not (due or recalibrate):
-                logs.update(summary)
-                return
-            with averaged_weights(self.model):  # swapped only in epochs that use the weights here
-                if recalibrate:
-                    recalibrate_batchnorm(self.model, self.bn_batches)
-                if due:
-                    per_case = validate_cases(self._predict, self.cases, self.patch, self.stride,
-                                              batch_size=self.batch_size)
+            if due or recalibrate:  # swap the averages in only in epochs that use the weights here
+                with averaged_weights(self.model):
+                    if recalibrate:
+                        recalibrate_batchnorm(self.model, self.bn_batches)
+                    if due:
+                        per_case = validate_cases(self._predict, self.cases, self.patch, self.stride,
+                                                  batch_size=self.batch_size)
             if due:
                 summary = summarise(per_case)
                 self._append_cases(per_case, epoch)
