@@ -152,3 +152,25 @@ def test_ema_training_exports_the_average_and_resumes_exactly(tmp_path):
     for x, y in zip(got, want):
         np.testing.assert_array_equal(x, y)
     assert max(np.abs(x - y).max() for x, y in zip(got, [v.numpy() for v in a.trainable_variables])) > 0
+
+
+def test_best_model_without_an_inference_factory_holds_the_average_and_no_optimizer(tmp_path):
+    import keras
+
+    from bmstudy.training.checkpoint import BEST_MODEL, epoch_checkpoint_class
+    from bmstudy.training.ema import averaged_weights
+
+    model = _dense(True)
+    _steps(model, 5)
+    with averaged_weights(model):
+        averaged = [w.copy() for w in model.get_weights()]
+    raw = [w.copy() for w in model.get_weights()]
+    callback = epoch_checkpoint_class()(tmp_path, "loss", mode="min")
+    callback.set_model(model)
+    callback.on_epoch_end(0, {"loss": 1.0})
+    best = keras.models.load_model(tmp_path / BEST_MODEL)
+    assert getattr(best, "optimizer", None) is None  # an inference model: no optimizer, so no swapped averages saved
+    for got, want in zip(best.get_weights(), averaged):
+        np.testing.assert_array_equal(got, want)
+    for after, r in zip(model.get_weights(), raw):
+        np.testing.assert_array_equal(after, r)  # training goes on from the raw weights

@@ -140,8 +140,9 @@ def epoch_checkpoint_class() -> Any:
         ``keras.callbacks.Callback``. ``best`` is the best monitored value so far (from the checkpoint
         when resuming; ``None``: :func:`initial_best`); ``mode`` ``"min"``/``"max"`` (``None``:
         :func:`monitor_mode`); ``inference_factory`` builds an uncompiled twin of the model into which the
-        weights are copied before saving ``model_best.keras`` (``None``: save the trained model itself,
-        optimizer included).
+        weights are copied before saving ``model_best.keras`` (``None``: ``keras.models.clone_model`` of
+        the trained model). The best model never carries the optimizer: with a weight EMA its moving
+        averages would be saved swapped (holding the raw weights).
     """
     import keras
 
@@ -162,12 +163,10 @@ def epoch_checkpoint_class() -> Any:
             # the best model is for inference, so save an uncompiled twin with the same weights.
             # With a weight EMA (bmstudy.training.ema) the best model holds the averaged weights.
             with averaged_weights(self.model):
-                if self.inference_factory is None:
-                    self.model.save(path)
-                    return
                 weights = self.model.get_weights()
             if self._inference_model is None:
-                self._inference_model = self.inference_factory()
+                factory = self.inference_factory or (lambda: keras.models.clone_model(self.model))
+                self._inference_model = factory()
             self._inference_model.set_weights(weights)
             self._inference_model.save(path)
 
