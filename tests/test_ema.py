@@ -97,6 +97,11 @@ def test_ema_momentum_is_validated():
     for bad in (0.0, 1.0, 1.5, -0.1):
         with pytest.raises(ValueError, match="ema_momentum"):
             TrainConfig.from_profile("tiny", ema_momentum=bad)
+    # BatchNorm's running statistics belong to the raw weights: the average needs precise BN
+    with pytest.raises(ValueError, match="precise_bn_patches"):
+        TrainConfig.from_profile("paper", ema_momentum=0.99)
+    assert TrainConfig.from_profile("paper", ema_momentum=0.99, precise_bn_patches=8).norm == "batch"
+    assert TrainConfig.from_profile("cpu", norm="instance").ema_momentum == 0.99
 
 
 @pytest.mark.slow

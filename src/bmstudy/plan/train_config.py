@@ -63,7 +63,8 @@ class TrainConfig:
     ``mixed_precision=True`` is the older spelling of ``mixed_float16`` on a GPU. The exported model is
     float32 either way (inference picks its own). ``ema_momentum``: keep an exponential moving average
     of the weights (Adam's ``use_ema``) and validate and export it (:mod:`bmstudy.training.ema`;
-    ``None``: off, as in the paper).
+    ``None``: off, as in the paper); with BatchNorm it needs ``precise_bn_patches > 0``, which re-estimates
+    the statistics for the averaged weights.
     """
 
     profile: str = "paper"
@@ -150,6 +151,10 @@ class TrainConfig:
             raise ValueError("val_every and precise_bn_patches must be >= 0")
         if self.val_window is not None:
             check_patch_size(self.val_window)
+        if self.ema_momentum is not None and self.norm == "batch" and self.precise_bn_patches == 0:
+            raise ValueError("ema_momentum with norm='batch' needs precise_bn_patches > 0: BatchNorm's running "
+                             "statistics are learned with the raw weights, so the averaged weights would be "
+                             "validated and exported with statistics that are not theirs")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}; got {self.precision!r}")
 
